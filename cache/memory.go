@@ -1,0 +1,215 @@
+package cache
+
+import (
+	"context"
+	"hash/maphash"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultMaxEntries bounds a Memory built with a non-positive maxEntries.
+const DefaultMaxEntries = 100_000
+
+// Memory is an in-process Cache bounded to a fixed number of entries. It is
+// split into shards, each guarded by its own read/write lock; a hit takes only
+// the read lock and allocates nothing. When a shard is full, an expired entry or
+// the least recently used one (approximated with the CLOCK algorithm) is
+// evicted. Memory is safe for concurrent use.
+//
+// The slice returned by Get is shared with the cache and must not be modified;
+// Set copies the value it is given.
+type Memory struct {
+	now    func() time.Time
+	seed   maphash.Seed
+	mask   uint64
+	shards []memShard
+}
+
+// memShard is one lock's worth of entries. Entries live in a slot array that the
+// clock hand sweeps on eviction; index maps a key to its slot.
+type memShard struct {
+	mu    sync.RWMutex
+	index map[string]int32
+	slots []memSlot
+	free  []int32 // slots emptied by Delete, reused before any eviction
+	hand  int     // next slot the clock hand looks at
+	limit int     // most entries this shard holds
+	_     [64]byte
+}
+
+// memSlot is one entry. A slot with an empty key and zero expiry is free.
+type memSlot struct {
+	key     string
+	value   []byte
+	expires int64  // Unix nanoseconds after which the entry is gone
+	ref     uint32 // set (atomically) on a hit, cleared by the clock hand
+}
+
+// NewMemory returns an empty in-process cache holding at most maxEntries
+// entries (DefaultMaxEntries when maxEntries <= 0). now is the clock used for
+// expiry; nil means time.Now.
+func NewMemory(maxEntries int, now func() time.Time) *Memory {
+	if maxEntries <= 0 {
+		maxEntries = DefaultMaxEntries
+	}
+	if now == nil {
+		now = time.Now
+	}
+	// Enough shards to keep lock contention low, few enough that each shard
+	// still has a few hundred slots so the eviction order stays close to LRU.
+	n := 1
+	for n < 64 && maxEntries/(n*2) >= 256 {
+		n *= 2
+	}
+	m := &Memory{now: now, seed: maphash.MakeSeed(), mask: uint64(n - 1), shards: make([]memShard, n)}
+	for i := range m.shards {
+		limit := maxEntries / n
+		if i < maxEntries%n {
+			limit++
+		}
+		m.shards[i].limit = limit
+		m.shards[i].index = make(map[string]int32)
+	}
+	return m
+}
+
+func (m *Memory) shard(key string) *memShard {
+	return &m.shards[maphash.String(m.seed, key)&m.mask]
+}
+
+// Get returns the value stored under key, or false when it is absent or
+// expired. The error is always nil. The returned slice must not be modified.
+func (m *Memory) Get(_ context.Context, key string) ([]byte, bool, error) {
+	v, _, ok := m.lookup(key)
+	return v, ok, nil
+}
+
+// GetWithTTL is Get that also returns how long the entry has left to live.
+func (m *Memory) GetWithTTL(_ context.Context, key string) ([]byte, time.Duration, bool, error) {
+	v, ttl, ok := m.lookup(key)
+	return v, ttl, ok, nil
+}
+
+func (m *Memory) lookup(key string) ([]byte, time.Duration, bool) {
+	s := m.shard(key)
+	now := m.now().UnixNano()
+	s.mu.RLock()
+	i, ok := s.index[key]
+	if !ok {
+		s.mu.RUnlock()
+		return nil, 0, false
+	}
+	sl := &s.slots[i]
+	if sl.expires <= now {
+		s.mu.RUnlock()
+		return nil, 0, false
+	}
+	if atomic.LoadUint32(&sl.ref) == 0 {
+		atomic.StoreUint32(&sl.ref, 1)
+	}
+	v, exp := sl.value, sl.expires
+	s.mu.RUnlock()
+	return v, time.Duration(exp - now), true
+}
+
+// Set stores a copy of value under key for ttl. A ttl <= 0 stores nothing
+// and leaves any existing entry alone. The error is always nil.
+func (m *Memory) Set(_ context.Context, key string, value []byte, ttl time.Duration) error {
+	if ttl <= 0 {
+		return nil
+	}
+	now := m.now().UnixNano()
+	exp := now + int64(ttl)
+	if exp < now { // overflow: an effectively unbounded ttl
+		exp = math.MaxInt64
+	}
+	v := append(make([]byte, 0, len(value)), value...)
+
+	s := m.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, ok := s.index[key]; ok {
+		sl := &s.slots[i]
+		sl.value, sl.expires = v, exp
+		atomic.StoreUint32(&sl.ref, 1)
+		return nil
+	}
+	i := s.alloc(now)
+	s.slots[i] = memSlot{key: key, value: v, expires: exp}
+	s.index[key] = i
+	return nil
+}
+
+// alloc returns a free slot, growing the slot array up to the shard's limit
+// and evicting with the clock hand beyond it. The caller holds s.mu.
+func (s *memShard) alloc(now int64) int32 {
+	if n := len(s.free); n > 0 {
+		i := s.free[n-1]
+		s.free = s.free[:n-1]
+		return i
+	}
+	if len(s.slots) < s.limit {
+		s.slots = append(s.slots, memSlot{})
+		return int32(len(s.slots) - 1)
+	}
+	// Every slot is in use. An expired or unreferenced slot is taken; a
+	// referenced one gets a second chance. Two sweeps always find a victim.
+	for {
+		i := s.hand
+		s.hand++
+		if s.hand == len(s.slots) {
+			s.hand = 0
+		}
+		sl := &s.slots[i]
+		if sl.expires > now && atomic.LoadUint32(&sl.ref) != 0 {
+			atomic.StoreUint32(&sl.ref, 0)
+			continue
+		}
+		delete(s.index, sl.key)
+		s.slots[i] = memSlot{}
+		return int32(i)
+	}
+}
+
+// Delete removes key. The error is always nil.
+func (m *Memory) Delete(_ context.Context, key string) error {
+	s := m.shard(key)
+	s.mu.Lock()
+	if i, ok := s.index[key]; ok {
+		delete(s.index, key)
+		s.slots[i] = memSlot{}
+		s.free = append(s.free, i)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Len returns the number of entries held, counting expired entries that have
+// not been reclaimed yet. It never exceeds the maxEntries given to NewMemory.
+func (m *Memory) Len() int {
+	n := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.RLock()
+		n += len(s.index)
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// Ping always succeeds: the process is its own backend.
+func (m *Memory) Ping(context.Context) error { return nil }
+
+// Close drops every entry. The Memory stays usable.
+func (m *Memory) Close() error {
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		s.index = make(map[string]int32)
+		s.slots, s.free, s.hand = nil, nil, 0
+		s.mu.Unlock()
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+package extauth
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the Prometheus collectors of one Authenticator.
+type metrics struct {
+	cache           *prometheus.CounterVec   // result: hit, negative, miss, error, corrupt
+	cacheWrites     *prometheus.CounterVec   // result: ok, error
+	userinfo        *prometheus.CounterVec   // provider, status
+	userinfoSeconds *prometheus.HistogramVec // provider
+	flights         prometheus.Counter
+	collapsed       prometheus.Counter
+	signatures      *prometheus.CounterVec // provider, result
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirgate_extauth_cache_lookups_total",
+			Help: "External token cache lookups by result (hit, negative, miss, error, corrupt).",
+		}, []string{"result"}),
+		cacheWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirgate_extauth_cache_writes_total",
+			Help: "External token cache writes and deletes by result (ok, error).",
+		}, []string{"result"}),
+		userinfo: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirgate_extauth_userinfo_requests_total",
+			Help: "Userinfo calls by provider issuer and HTTP status (or timeout, error).",
+		}, []string{"provider", "status"}),
+		userinfoSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fhirgate_extauth_userinfo_duration_seconds",
+			Help:    "Userinfo call latency by provider issuer.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"provider"}),
+		flights: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fhirgate_extauth_validations_total",
+			Help: "Validations run after a cache miss (one per singleflight group).",
+		}),
+		collapsed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fhirgate_extauth_singleflight_collapsed_total",
+			Help: "Cache misses that waited for another request's validation instead of running their own.",
+		}),
+		signatures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirgate_extauth_signature_checks_total",
+			Help: "Local JWKS signature checks by provider issuer and result (ok or a reason).",
+		}, []string{"provider", "result"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.cache, m.cacheWrites, m.userinfo, m.userinfoSeconds, m.flights, m.collapsed, m.signatures} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}

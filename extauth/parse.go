@@ -1,0 +1,439 @@
+package extauth
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/fhirgate/fhirgate/config"
+)
+
+// MaxTokenSize is the largest token accepted, in bytes (SPEC §5 step 1).
+const MaxTokenSize = 8 << 10
+
+// MaxSubjectLength is the longest sub accepted, in bytes.
+const MaxSubjectLength = 255
+
+// CacheKeyPrefix starts every cache key written by this package; the key is
+// CacheKeyPrefix + issuer + ":" + base64url(SHA-256(token)).
+const CacheKeyPrefix = "fhirgate:ext:v1:"
+
+// maxNumericDate bounds exp, nbf and iat (9999-12-31T23:59:59Z) so that every
+// accepted value converts to a time.Time without overflow.
+const maxNumericDate = 253402300799
+
+// Header and claim names that must appear with exactly this spelling: a key
+// that equals one of them case-insensitively but not exactly is refused, so
+// that no library that matches keys case-insensitively can read a different
+// value than the one checked here.
+var (
+	headerNames = []string{"alg", "typ", "cty", "kid", "crit", "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "b64", "zip", "enc"}
+	claimNames  = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "azp", "fhirUser", "ext"}
+	extNames    = []string{"fhirUser"}
+)
+
+// Token is an external token that passed the pre-checks of SPEC §5 step 3.
+// Its signature and its acceptance by the IdP are not established by Parse;
+// Authenticate establishes them. Token never prints or logs the raw token.
+type Token struct {
+	// Provider is the configured IdP whose issuer the token names.
+	Provider *config.Provider
+	// Issuer is the token's iss (equal to Provider.Issuer).
+	Issuer string
+	// Subject is the token's sub, or "" when absent.
+	Subject string
+	// FHIRUser is the fhirUser claim, else ext.fhirUser, else "".
+	FHIRUser string
+	// HasFHIRUser reports whether FHIRUser came from the token.
+	HasFHIRUser bool
+	// Expires is the token's exp.
+	Expires time.Time
+	// CacheKey is the key of this token's validation in the cache.
+	CacheKey string
+
+	raw  string
+	hash [sha256.Size]byte
+	alg  string
+	kid  string
+}
+
+// Fingerprint returns a short hex prefix of the token's SHA-256, for
+// correlating log lines without logging the token.
+func (t Token) Fingerprint() string { return hex.EncodeToString(t.hash[:6]) }
+
+// String describes the token by issuer and fingerprint only.
+func (t Token) String() string {
+	return "extauth.Token{iss=" + t.Issuer + " fp=" + t.Fingerprint() + "}"
+}
+
+// GoString is String, so that %#v does not print the raw token either.
+func (t Token) GoString() string { return t.String() }
+
+// LogValue makes slog log the issuer and fingerprint, never the raw token.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("iss", t.Issuer), slog.String("fp", t.Fingerprint()))
+}
+
+// Parse runs the pre-checks of SPEC §5 step 3 on raw: size, shape, strict
+// base64url, strict JSON (no duplicate or case-variant names), a configured
+// issuer, the header (alg, crit, typ, key-carrying headers) and the claims
+// (exp, nbf, iat, aud, sub, fhirUser). It makes no network call. Errors are
+// *Error values.
+func (a *Authenticator) Parse(raw string) (*Token, error) {
+	if len(raw) > MaxTokenSize {
+		return nil, &Error{Kind: KindMalformedRequest, Reason: ReasonTooLarge}
+	}
+	if strings.Count(raw, ".") != 2 {
+		return nil, invalid(ReasonMalformed)
+	}
+	h64, rest, _ := strings.Cut(raw, ".")
+	p64, s64, _ := strings.Cut(rest, ".")
+	if !isBase64URL(s64) { // alg none is never allowed, so a signature must be there
+		return nil, invalid(ReasonMalformed)
+	}
+	headerJSON, err := decodeSegment(h64)
+	if err != nil {
+		return nil, invalid(ReasonMalformed)
+	}
+	payloadJSON, err := decodeSegment(p64)
+	if err != nil {
+		return nil, invalid(ReasonMalformed)
+	}
+	header, err := decodeObject(headerJSON, headerNames)
+	if err != nil {
+		return nil, jsonError(err)
+	}
+	claims, err := decodeObject(payloadJSON, claimNames)
+	if err != nil {
+		return nil, jsonError(err)
+	}
+
+	iss, ok := claims.string("iss")
+	if !ok {
+		return nil, invalid(ReasonUnknownIssuer)
+	}
+	p := a.providers[iss]
+	if p == nil {
+		return nil, invalid(ReasonUnknownIssuer)
+	}
+	tok := &Token{Provider: &p.cfg, Issuer: iss, raw: raw}
+	if err := p.checkHeader(header, tok); err != nil {
+		return nil, err
+	}
+	if err := p.checkClaims(claims, a.now(), tok); err != nil {
+		return nil, err
+	}
+	tok.hash = sha256.Sum256([]byte(raw))
+	tok.CacheKey = CacheKeyPrefix + iss + ":" + base64.RawURLEncoding.EncodeToString(tok.hash[:])
+	return tok, nil
+}
+
+// checkHeader applies the JOSE header rules of p.
+func (p *provider) checkHeader(h object, tok *Token) error {
+	alg, ok := h.string("alg")
+	if !ok || !p.algs[alg] || forbiddenAlg(alg) {
+		return invalid(ReasonAlgNotAllowed)
+	}
+	if h.has("crit") {
+		return invalid(ReasonCritHeader)
+	}
+	// A token must never choose the key it is verified with.
+	for _, name := range []string{"jku", "x5u", "jwk", "x5c"} {
+		if h.has(name) {
+			return invalid(ReasonKeyHeader)
+		}
+	}
+	if h.has("kid") {
+		kid, ok := h.string("kid")
+		if !ok {
+			return invalid(ReasonMalformed)
+		}
+		tok.kid = kid
+	}
+	if len(p.types) > 0 {
+		typ, ok := h.string("typ")
+		if !ok || !p.acceptsType(typ) {
+			return invalid(ReasonTypeNotAccepted)
+		}
+	} else if h.has("typ") {
+		if _, ok := h.string("typ"); !ok {
+			return invalid(ReasonMalformed)
+		}
+	}
+	tok.alg = alg
+	return nil
+}
+
+// checkClaims applies the claim rules of p at time now.
+func (p *provider) checkClaims(c object, now time.Time, tok *Token) error {
+	leeway := p.cfg.Leeway.Duration
+
+	if !c.has("exp") {
+		return invalid(ReasonNoExpiry)
+	}
+	exp, err := c.numericDate("exp")
+	if err != nil {
+		return err
+	}
+	if !now.Before(exp.Add(leeway)) {
+		return invalid(ReasonExpired)
+	}
+	tok.Expires = exp
+	if c.has("nbf") {
+		nbf, err := c.numericDate("nbf")
+		if err != nil {
+			return err
+		}
+		if now.Add(leeway).Before(nbf) {
+			return invalid(ReasonNotYetValid)
+		}
+	}
+	if c.has("iat") {
+		iat, err := c.numericDate("iat")
+		if err != nil {
+			return err
+		}
+		if now.Add(leeway).Before(iat) {
+			return invalid(ReasonIssuedInFuture)
+		}
+	}
+
+	if c.has("aud") || len(p.cfg.Audience) > 0 {
+		aud, err := c.audience()
+		if err != nil {
+			return err
+		}
+		if len(p.cfg.Audience) > 0 && !containsAny(aud, p.cfg.Audience) {
+			return invalid(ReasonAudience)
+		}
+	}
+
+	if c.has("sub") {
+		sub, ok := c.string("sub")
+		if !ok || sub == "" || len(sub) > MaxSubjectLength {
+			return invalid(ReasonBadSubject)
+		}
+		tok.Subject = sub
+	}
+
+	// fhirUser wins over ext.fhirUser; either, when present, must be a
+	// non-empty string, even when the other one is what gets used.
+	if c.has("fhirUser") {
+		fu, ok := c.string("fhirUser")
+		if !ok || fu == "" {
+			return invalid(ReasonBadFHIRUser)
+		}
+		tok.FHIRUser, tok.HasFHIRUser = fu, true
+	}
+	if c.has("ext") {
+		ext, err := decodeObject(c["ext"], extNames)
+		if err != nil {
+			return jsonError(err)
+		}
+		if ext.has("fhirUser") {
+			fu, ok := ext.string("fhirUser")
+			if !ok || fu == "" {
+				return invalid(ReasonBadFHIRUser)
+			}
+			if !tok.HasFHIRUser {
+				tok.FHIRUser, tok.HasFHIRUser = fu, true
+			}
+		}
+	}
+	if !tok.HasFHIRUser && tok.Subject == "" {
+		return invalid(ReasonNoSubject)
+	}
+	return nil
+}
+
+// forbiddenAlg reports the algorithms refused whatever the configuration says:
+// none and the symmetric HMAC family (a public key must never be an HMAC secret).
+func forbiddenAlg(alg string) bool {
+	return strings.EqualFold(alg, "none") || len(alg) >= 2 && strings.EqualFold(alg[:2], "HS")
+}
+
+// normalizeType lower-cases a typ value and drops an "application/" prefix,
+// following RFC 7515 §4.1.9 (so "application/at+jwt" equals "at+jwt").
+func normalizeType(typ string) string {
+	t := strings.ToLower(strings.TrimSpace(typ))
+	return strings.TrimPrefix(t, "application/")
+}
+
+func (p *provider) acceptsType(typ string) bool {
+	n := normalizeType(typ)
+	for _, t := range p.types {
+		if t == n {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAny(have, want []string) bool {
+	for _, h := range have {
+		for _, w := range want {
+			if h == w {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isBase64URL reports whether s is non-empty and uses only the unpadded
+// base64url alphabet. (encoding/base64 silently skips CR and LF, so the
+// alphabet is checked here first.)
+func isBase64URL(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeSegment decodes one strict, unpadded base64url segment.
+func decodeSegment(s string) ([]byte, error) {
+	if !isBase64URL(s) {
+		return nil, errBadBase64
+	}
+	return base64.RawURLEncoding.Strict().DecodeString(s)
+}
+
+var (
+	errBadBase64    = errors.New("bad base64url")
+	errBadJSON      = errors.New("not a JSON object")
+	errDuplicateKey = errors.New("duplicate or case-variant key")
+)
+
+func jsonError(err error) *Error {
+	if errors.Is(err, errDuplicateKey) {
+		return invalid(ReasonDuplicateKey)
+	}
+	return invalid(ReasonMalformed)
+}
+
+// object is a JSON object whose member names are exact and unique.
+type object map[string]json.RawMessage
+
+// decodeObject decodes data as one JSON object in valid UTF-8. It refuses a
+// repeated member name, and a member name that equals one of names
+// case-insensitively without being spelled exactly like it.
+func decodeObject(data []byte, names []string) (object, error) {
+	if !utf8.Valid(data) {
+		return nil, errBadJSON
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errBadJSON
+	}
+	obj := make(object, 8)
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, errBadJSON
+		}
+		key, ok := t.(string)
+		if !ok {
+			return nil, errBadJSON
+		}
+		if _, dup := obj[key]; dup {
+			return nil, errDuplicateKey
+		}
+		for _, n := range names {
+			if key != n && strings.EqualFold(key, n) {
+				return nil, errDuplicateKey
+			}
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, errBadJSON
+		}
+		obj[key] = v
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return nil, errBadJSON
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errBadJSON // trailing data
+	}
+	return obj, nil
+}
+
+func (o object) has(name string) bool {
+	_, ok := o[name]
+	return ok
+}
+
+// string returns member name when it is a JSON string.
+func (o object) string(name string) (string, bool) {
+	v, ok := o[name]
+	if !ok || len(v) == 0 || v[0] != '"' {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// numericDate returns member name as an RFC 7519 NumericDate: a JSON number
+// (never a string) of seconds, truncated to whole seconds like golang-jwt does.
+func (o object) numericDate(name string) (time.Time, error) {
+	v := o[name]
+	if len(v) == 0 || !(v[0] == '-' || '0' <= v[0] && v[0] <= '9') {
+		return time.Time{}, invalid(ReasonMalformed)
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > maxNumericDate {
+		return time.Time{}, invalid(ReasonMalformed)
+	}
+	return time.Unix(int64(f), 0), nil
+}
+
+// audience returns aud as a list: a string or an array of strings. A missing
+// aud is an empty list.
+func (o object) audience() ([]string, error) {
+	v, ok := o["aud"]
+	if !ok {
+		return nil, nil
+	}
+	if s, ok := o.string("aud"); ok {
+		return []string{s}, nil
+	}
+	if len(v) == 0 || v[0] != '[' {
+		return nil, invalid(ReasonMalformed)
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(v, &list); err != nil {
+		return nil, invalid(ReasonMalformed)
+	}
+	out := make([]string, 0, len(list))
+	for _, item := range list {
+		if len(item) == 0 || item[0] != '"' {
+			return nil, invalid(ReasonMalformed)
+		}
+		var s string
+		if err := json.Unmarshal(item, &s); err != nil {
+			return nil, invalid(ReasonMalformed)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}

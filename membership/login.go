@@ -1,0 +1,66 @@
+package membership
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/fhirgate/fhirgate/fhir"
+)
+
+// LoginInput describes one successful authentication to record.
+type LoginInput struct {
+	Membership *fhir.ProjectMembership
+	AuthMethod string
+	// Issuer and Subject of the external token (external logins only). Only a
+	// SHA-256 of the subject is stored.
+	Issuer, Subject string
+	RemoteAddress   string
+	UserAgent       string
+}
+
+// RecordLogin stores a Login and returns its id.
+func (s *Service) RecordLogin(ctx context.Context, in LoginInput) (string, error) {
+	login := fhir.Login{
+		ResourceType:  fhir.TypeLogin,
+		Membership:    in.Membership.ID,
+		AuthMethod:    in.AuthMethod,
+		Issuer:        in.Issuer,
+		Time:          s.now().UTC().Format(time.RFC3339),
+		RemoteAddress: in.RemoteAddress,
+		UserAgent:     truncate(in.UserAgent, 512),
+	}
+	if in.Subject != "" {
+		sum := sha256.Sum256([]byte(in.Subject))
+		login.SubjectHash = hex.EncodeToString(sum[:])
+	}
+	rec := &fhir.Record{Type: fhir.TypeLogin, Project: ProjectOf(in.Membership)}
+	if err := createJSON(ctx, s.store, rec, login); err != nil {
+		return "", err
+	}
+	return rec.ID, nil
+}
+
+// Login reads a Login by id.
+func (s *Service) Login(ctx context.Context, id string) (*fhir.Login, error) {
+	rec, err := s.store.ReadAny(ctx, fhir.TypeLogin, id)
+	if err != nil {
+		return nil, err
+	}
+	var l fhir.Login
+	if err := json.Unmarshal(rec.Body, &l); err != nil {
+		return nil, fmt.Errorf("decode Login/%s: %w", id, err)
+	}
+	l.ID = rec.ID
+	return &l, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

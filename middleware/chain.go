@@ -1,0 +1,269 @@
+// Package middleware is the gin authentication chain of SPEC §5 and the
+// request plumbing around it (request ids, JSON request logs, panic
+// recovery, error responses). Token checks live in plain Go in the oauth,
+// extauth and membership packages; this package orders them and turns their
+// results into HTTP answers.
+package middleware
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fhirgate/fhirgate/caller"
+	"github.com/fhirgate/fhirgate/extauth"
+	"github.com/fhirgate/fhirgate/fhir"
+	"github.com/fhirgate/fhirgate/membership"
+	"github.com/fhirgate/fhirgate/oauth"
+	"github.com/gin-gonic/gin"
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+)
+
+// Chain authenticates requests: local tokens with our issuer, external tokens
+// with the extauth Authenticator, identities with the membership Service.
+type Chain struct {
+	issuer   *oauth.Issuer
+	external *extauth.Authenticator
+	members  *membership.Service
+	log      *slog.Logger
+}
+
+// NewChain returns the authentication chain.
+func NewChain(issuer *oauth.Issuer, external *extauth.Authenticator, members *membership.Service, log *slog.Logger) *Chain {
+	return &Chain{issuer: issuer, external: external, members: members, log: log}
+}
+
+// ctxKeyReason is the gin key under which the chain leaves the reason of a
+// refusal for the request log.
+const ctxKeyReason = "fhirgate.auth_reason"
+
+// failure is a refusal with its HTTP answer and a reason for the log.
+type failure struct {
+	status     int
+	reason     string
+	retryAfter time.Duration
+	err        error
+}
+
+func refuse(reason string) *failure { return &failure{status: http.StatusUnauthorized, reason: reason} }
+
+// Authenticate is the gin middleware: it puts a *caller.Caller in the request
+// context or aborts with the answer of SPEC §5.
+func (ch *Chain) Authenticate(c *gin.Context) {
+	raw, err := bearerToken(c.Request.Header)
+	if err != nil {
+		switch err {
+		case errNoCredentials:
+			c.Set(ctxKeyReason, "no_credentials")
+			c.Header("WWW-Authenticate", `Bearer realm="fhirgate"`)
+			fhir.WriteError(c, http.StatusUnauthorized, models.IssueTypeLogin, "authentication required: send Authorization: Bearer <token>")
+		default:
+			c.Set(ctxKeyReason, "malformed_header")
+			c.Header("WWW-Authenticate", `Bearer realm="fhirgate", error="invalid_request"`)
+			fhir.WriteError(c, http.StatusBadRequest, models.IssueTypeInvalid, "malformed Authorization header: "+err.Error())
+		}
+		return
+	}
+	var cl *caller.Caller
+	var f *failure
+	if ch.isLocal(raw) {
+		cl, f = ch.local(c.Request.Context(), raw)
+	} else {
+		cl, f = ch.externalToken(c, raw)
+	}
+	if f != nil {
+		ch.fail(c, f)
+		return
+	}
+	c.Request = c.Request.WithContext(caller.With(c.Request.Context(), cl))
+	c.Next()
+}
+
+// isLocal reports whether the unverified iss of raw is our own issuer. A
+// wrong answer is harmless: the local path verifies the signature, the
+// external path matches issuers exactly.
+func (ch *Chain) isLocal(raw string) bool {
+	_, rest, ok := strings.Cut(raw, ".")
+	if !ok {
+		return false
+	}
+	payload, _, ok := strings.Cut(rest, ".")
+	if !ok || len(payload) > extauth.MaxTokenSize {
+		return false
+	}
+	data, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return false
+	}
+	var claims struct {
+		Iss string `json:"iss"`
+	}
+	return json.Unmarshal(data, &claims) == nil && claims.Iss == ch.issuer.IssuerURL()
+}
+
+// local is step 2: our own token, its Login and its membership.
+func (ch *Chain) local(ctx context.Context, raw string) (*caller.Caller, *failure) {
+	claims, err := ch.issuer.Verify(raw)
+	if err != nil {
+		return nil, &failure{status: http.StatusUnauthorized, reason: "local_token", err: err}
+	}
+	login, err := ch.members.Login(ctx, claims.LoginID)
+	if err != nil {
+		return nil, storeFailure(err, "login_not_found")
+	}
+	if login.Revoked || login.Membership != claims.Membership {
+		return nil, refuse("login_revoked")
+	}
+	m, err := ch.members.Membership(ctx, claims.Membership)
+	if err != nil {
+		return nil, storeFailure(err, "membership_not_found")
+	}
+	if !m.IsActive() || membership.ProjectOf(m) != claims.Project {
+		return nil, refuse("membership_inactive")
+	}
+	return &caller.Caller{
+		Project:    claims.Project,
+		Membership: m.ID,
+		Profile:    claims.Profile,
+		Login:      claims.LoginID,
+		ClientID:   claims.ClientID,
+		Admin:      m.Admin,
+		AuthMethod: login.AuthMethod,
+		Expires:    claims.ExpiresAt.Time,
+	}, nil
+}
+
+// externalToken is steps 3 to 7 for an external IdP token.
+func (ch *Chain) externalToken(c *gin.Context, raw string) (*caller.Caller, *failure) {
+	ctx := c.Request.Context()
+	remote, agent := c.ClientIP(), c.Request.UserAgent()
+	tok, res, err := ch.external.Authenticate(ctx, raw, func(ctx context.Context, tok *extauth.Token) (*extauth.Result, error) {
+		return ch.resolve(ctx, tok, remote, agent)
+	})
+	if err != nil {
+		return nil, externalFailure(err)
+	}
+	// Every request re-reads the membership, cached or not: a deactivated or
+	// deleted membership stops working at once.
+	m, err := ch.members.Membership(ctx, res.Membership)
+	if err != nil || !m.IsActive() {
+		if err == nil || errors.Is(err, fhir.ErrNotFound) || errors.Is(err, fhir.ErrGone) {
+			ch.external.Forget(ctx, tok)
+			return nil, refuse("membership_inactive")
+		}
+		return nil, storeFailure(err, "membership_not_found")
+	}
+	return &caller.Caller{
+		Project:    res.Project,
+		Membership: m.ID,
+		Profile:    res.Profile,
+		Login:      res.Login,
+		Admin:      m.Admin,
+		AuthMethod: caller.MethodExternal,
+		Expires:    tok.Expires,
+	}, nil
+}
+
+// resolve is steps 6 and 7: find the one membership and record the Login.
+func (ch *Chain) resolve(ctx context.Context, tok *extauth.Token, remote, agent string) (*extauth.Result, error) {
+	var projects []string
+	if len(tok.Provider.Projects) > 0 {
+		projects = tok.Provider.Projects
+	}
+	var m *fhir.ProjectMembership
+	var err error
+	if tok.HasFHIRUser {
+		m, err = ch.members.ResolveFHIRUser(ctx, tok.FHIRUser, projects)
+	} else {
+		m, err = ch.members.ResolveSubject(ctx, tok.Subject, projects)
+	}
+	if err != nil {
+		return nil, err
+	}
+	loginID, err := ch.members.RecordLogin(ctx, membership.LoginInput{
+		Membership:    m,
+		AuthMethod:    caller.MethodExternal,
+		Issuer:        tok.Issuer,
+		Subject:       tok.Subject,
+		RemoteAddress: remote,
+		UserAgent:     agent,
+	})
+	if err != nil {
+		return nil, err
+	}
+	profile := ""
+	if m.Profile.Reference != nil {
+		profile = *m.Profile.Reference
+	}
+	return &extauth.Result{Project: membership.ProjectOf(m), Membership: m.ID, Profile: profile, Login: loginID}, nil
+}
+
+func externalFailure(err error) *failure {
+	var ee *extauth.Error
+	var re *membership.ResolveError
+	switch {
+	case errors.As(err, &ee):
+		switch ee.Kind {
+		case extauth.KindMalformedRequest:
+			return &failure{status: http.StatusBadRequest, reason: ee.Reason}
+		case extauth.KindUnavailable:
+			return &failure{status: http.StatusServiceUnavailable, reason: ee.Reason, retryAfter: ee.RetryAfter, err: ee.Err}
+		}
+		return &failure{status: http.StatusUnauthorized, reason: ee.Reason, err: ee.Err}
+	case errors.As(err, &re):
+		return refuse(re.Reason)
+	}
+	return storeFailure(err, "")
+}
+
+// storeFailure maps a store error: not found → 401 with reason, unavailable
+// → 503, anything else → 500.
+func storeFailure(err error, notFoundReason string) *failure {
+	switch {
+	case notFoundReason != "" && (errors.Is(err, fhir.ErrNotFound) || errors.Is(err, fhir.ErrGone)):
+		return refuse(notFoundReason)
+	case errors.Is(err, fhir.ErrUnavailable):
+		return &failure{status: http.StatusServiceUnavailable, reason: "database_unavailable", retryAfter: 5 * time.Second, err: err}
+	}
+	return &failure{status: http.StatusInternalServerError, reason: "internal", err: err}
+}
+
+// fail writes the answer for f. 401 bodies are generic: which check failed is
+// only logged.
+func (ch *Chain) fail(c *gin.Context, f *failure) {
+	c.Set(ctxKeyReason, f.reason)
+	ctx := c.Request.Context()
+	switch f.status {
+	case http.StatusBadRequest:
+		c.Header("WWW-Authenticate", `Bearer realm="fhirgate", error="invalid_request"`)
+		fhir.WriteError(c, f.status, models.IssueTypeInvalid, "the bearer token is too large")
+	case http.StatusServiceUnavailable:
+		secs := int(f.retryAfter.Round(time.Second) / time.Second)
+		if secs <= 0 {
+			secs = 30
+		}
+		c.Header("Retry-After", strconv.Itoa(secs))
+		ch.log.WarnContext(ctx, "authentication unavailable", "reason", f.reason, "error", errString(f.err))
+		fhir.WriteError(c, f.status, models.IssueTypeTransient, "the identity provider or database is unavailable; retry after "+strconv.Itoa(secs)+" seconds")
+	case http.StatusInternalServerError:
+		ch.log.ErrorContext(ctx, "authentication failed with an internal error", "error", errString(f.err), "request_id", RequestID(c))
+		fhir.WriteError(c, f.status, models.IssueTypeException, "internal error (request id "+RequestID(c)+")")
+	default:
+		ch.log.InfoContext(ctx, "authentication refused", "reason", f.reason, "error", errString(f.err))
+		c.Header("WWW-Authenticate", `Bearer realm="fhirgate", error="invalid_token"`)
+		fhir.WriteError(c, http.StatusUnauthorized, models.IssueTypeLogin, "authentication failed")
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
