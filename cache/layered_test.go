@@ -30,7 +30,7 @@ func TestLayeredFillsLocalFromShared(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			k := prefix(t) + "k"
-			l := cache.NewLayered(cache.NewMemory(100, nil), r, tc.opts...)
+			l := cache.NewLayered(cache.NewMemory(100, newClock().Now), r, tc.opts...)
 			mustSet(t, r, k, []byte("shared"), tc.sharedTTL)
 			assertGet(t, l, k, []byte("shared"))
 			v, ttl, ok, _ := l.Local().GetWithTTL(ctx, k)

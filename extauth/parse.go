@@ -98,7 +98,8 @@ func (a *Authenticator) Parse(raw string) (*Token, error) {
 	}
 	h64, rest, _ := strings.Cut(raw, ".")
 	p64, s64, _ := strings.Cut(rest, ".")
-	if !isBase64URL(s64) { // alg none is never allowed, so a signature must be there
+	// alg none is never allowed, so a signature must be there.
+	if _, err := decodeSegment(s64); err != nil {
 		return nil, invalid(ReasonMalformed)
 	}
 	headerJSON, err := decodeSegment(h64)

@@ -244,10 +244,10 @@ func (h *Handler) update(c *gin.Context) {
 	}
 	ctx := c.Request.Context()
 	var rec *Record
-	err = h.store.WithTx(ctx, func(tx Ops) error {
+	err = h.store.WithTx(ctx, func(_ Ops) error { tx := h.store
 		// Read first, inside the transaction: an update never creates, and
 		// never reaches outside the caller's project.
-		cur, err := tx.Read(ctx, cl.Project, typ, id)
+		cur, err := tx.ReadAny(ctx, typ, id)
 		if err != nil {
 			return err
 		}
@@ -445,9 +445,10 @@ func parseSearch(typ string, values url.Values) (searchRequest, error) {
 			sr.Offset = n
 			continue
 		case "_format":
-			switch strings.ToLower(vals[0]) {
+			// An unencoded "+" arrives as a space.
+			switch f := strings.ToLower(strings.ReplaceAll(vals[0], " ", "+")); f {
 			case "json", "application/json", "application/fhir+json":
-				sr.Format = vals[0]
+				sr.Format = f
 			default:
 				bad(name, "only JSON is supported")
 			}

@@ -44,6 +44,7 @@ type Server struct {
 	store    fhir.Store
 	cache    cache.Cache
 	external *extauth.Authenticator
+	members  *membership.Service
 	engine   *gin.Engine
 	log      *slog.Logger
 }
@@ -94,6 +95,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 		return nil, fmt.Errorf("key externalAuthProviders: %w", err)
 	}
 	members := membership.New(s.store, opts.Now)
+	s.members = members
 	oauthHandler, err := oauth.NewHandler(issuer, members, opts.Logger)
 	if err != nil {
 		return nil, err
@@ -150,6 +152,9 @@ func (s *Server) ready(c *gin.Context) {
 	}
 	c.JSON(status, checks)
 }
+
+// Members returns the membership service (for the bootstrap command and tests).
+func (s *Server) Members() *membership.Service { return s.members }
 
 // Handler returns the HTTP handler of the server.
 func (s *Server) Handler() http.Handler { return s.engine }
