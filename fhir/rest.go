@@ -244,10 +244,10 @@ func (h *Handler) update(c *gin.Context) {
 	}
 	ctx := c.Request.Context()
 	var rec *Record
-	err = h.store.WithTx(ctx, func(_ Ops) error { tx := h.store
+	err = h.store.WithTx(ctx, func(tx Ops) error {
 		// Read first, inside the transaction: an update never creates, and
 		// never reaches outside the caller's project.
-		cur, err := tx.ReadAny(ctx, typ, id)
+		cur, err := tx.Read(ctx, cl.Project, typ, id)
 		if err != nil {
 			return err
 		}
