@@ -17,6 +17,8 @@ var ErrUnavailable = errors.New("cache: unavailable")
 // Cache is a key/value store with per-entry expiry.
 type Cache interface {
 	// Get returns the value and true, or nil and false on a miss or expiry.
+	// Callers must not modify the returned slice: the in-process
+	// implementation shares it with the cache to avoid a copy on every hit.
 	Get(ctx context.Context, key string) ([]byte, bool, error)
 	// Set stores value for ttl; a ttl <= 0 stores nothing.
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error

@@ -12,7 +12,7 @@ type Config struct {
 	Database              string     `json:"database"`
 	RedisURL              string     `json:"redisUrl"`
 	SigningKeyFile        string     `json:"signingKeyFile"`
-	AccessTokenLifetime   Duration   `json:"accessTokenLifetime"`
+	AccessTokenLifetime   Duration   `json:"accessTokenLifetime,omitzero"`
 	ExternalAuthProviders []Provider `json:"externalAuthProviders"`
 }
 
@@ -29,15 +29,15 @@ type Provider struct {
 	// Algorithms are the allowed JOSE alg values.
 	Algorithms []string `json:"algorithms,omitempty"`
 	// Leeway is the clock skew allowed on exp, nbf and iat.
-	Leeway Duration `json:"leeway"`
+	Leeway Duration `json:"leeway,omitzero"`
 	// AcceptedTypes, when set, lists the allowed JOSE typ header values.
 	AcceptedTypes []string `json:"acceptedTypes,omitempty"`
 	// Projects, when set, limits the projects this IdP may log users into.
 	Projects []string `json:"projects,omitempty"`
 	// UserInfoTimeout bounds one userinfo call.
-	UserInfoTimeout Duration `json:"userInfoTimeout"`
+	UserInfoTimeout Duration `json:"userInfoTimeout,omitzero"`
 	// CacheTTL bounds how long a validation is cached (never past the token's exp).
-	CacheTTL Duration `json:"cacheTtl"`
+	CacheTTL Duration `json:"cacheTtl,omitzero"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("1h", "90s").

@@ -17,8 +17,8 @@ type SearchLinks struct {
 // baseURL is the FHIR base without a trailing slash ("https://host/fhir/R4");
 // each entry gets fullUrl {baseURL}/{Type}/{id}, the stored resource and
 // search.mode match. total is the number of matches over all pages. The
-// Bundle type and the entry search mode are set explicitly: the models' zero
-// values are "document" and "match" only by accident of ordering.
+// Bundle type and the entry search mode are always set explicitly, never left
+// to the models' zero values (an unset Bundle type encodes as "document").
 func NewSearchset(baseURL string, recs []Record, total int, links SearchLinks) models.Bundle {
 	id := uuid.NewString()
 	t := total

@@ -413,7 +413,9 @@ func TestRESTUnauthenticated(t *testing.T) {
 }
 
 func TestRESTRoles(t *testing.T) {
-	pat := func(id string) string { return `{"resourceType":"Patient","id":"` + id + `","name":[{"family":"New"}]}` }
+	pat := func(id string) string {
+		return `{"resourceType":"Patient","id":"` + id + `","name":[{"family":"New"}]}`
+	}
 	prac := func(id string) string {
 		return `{"resourceType":"Practitioner","id":"` + id + `","name":[{"family":"New"}]}`
 	}

@@ -32,11 +32,12 @@ type Chain struct {
 	external *extauth.Authenticator
 	members  *membership.Service
 	log      *slog.Logger
+	metrics  *Metrics
 }
 
-// NewChain returns the authentication chain.
-func NewChain(issuer *oauth.Issuer, external *extauth.Authenticator, members *membership.Service, log *slog.Logger) *Chain {
-	return &Chain{issuer: issuer, external: external, members: members, log: log}
+// NewChain returns the authentication chain; metrics may be nil.
+func NewChain(issuer *oauth.Issuer, external *extauth.Authenticator, members *membership.Service, log *slog.Logger, metrics *Metrics) *Chain {
+	return &Chain{issuer: issuer, external: external, members: members, log: log, metrics: metrics}
 }
 
 // ctxKeyReason is the gin key under which the chain leaves the reason of a
@@ -58,6 +59,7 @@ func refuse(reason string) *failure { return &failure{status: http.StatusUnautho
 func (ch *Chain) Authenticate(c *gin.Context) {
 	raw, err := bearerToken(c.Request.Header)
 	if err != nil {
+		ch.metrics.authResult("none", "no_credentials")
 		switch err {
 		case errNoCredentials:
 			c.Set(ctxKeyReason, "no_credentials")
@@ -72,15 +74,19 @@ func (ch *Chain) Authenticate(c *gin.Context) {
 	}
 	var cl *caller.Caller
 	var f *failure
+	kind := "external"
 	if ch.isLocal(raw) {
+		kind = "local"
 		cl, f = ch.local(c.Request.Context(), raw)
 	} else {
 		cl, f = ch.externalToken(c, raw)
 	}
 	if f != nil {
+		ch.metrics.authResult(kind, f.reason)
 		ch.fail(c, f)
 		return
 	}
+	ch.metrics.authResult(kind, "ok")
 	c.Request = c.Request.WithContext(caller.With(c.Request.Context(), cl))
 	c.Next()
 }

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
@@ -53,7 +54,7 @@ func startExt(t *testing.T, opts ...testserver.Option) *extEnv {
 
 // token mints an IdP token for claims on top of iss/iat/exp (one hour).
 func (e *extEnv) token(claims map[string]any) string {
-	base := map[string]any{"iss": e.idp.Issuer(), "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()}
+	base := map[string]any{"iss": e.idp.Issuer(), "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(), "jti": rand.Text()}
 	for k, v := range claims {
 		if v == nil {
 			delete(base, k)

@@ -21,6 +21,8 @@ import (
 	"github.com/fhirgate/fhirgate/oauth"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // localCacheEntries bounds the in-process cache (validated tokens).
@@ -34,7 +36,9 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient makes the calls to external IdPs; default: a plain client.
 	HTTPClient *http.Client
-	// Registerer receives the metrics; default: a new registry.
+	// Registerer receives the metrics and, when it is also a Gatherer (a
+	// *prometheus.Registry), is served at /metrics; default: a new registry
+	// with the Go and process collectors.
 	Registerer prometheus.Registerer
 }
 
@@ -46,6 +50,7 @@ type Server struct {
 	external *extauth.Authenticator
 	members  *membership.Service
 	engine   *gin.Engine
+	gatherer prometheus.Gatherer
 	log      *slog.Logger
 }
 
@@ -59,7 +64,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 		opts.Now = time.Now
 	}
 	if opts.Registerer == nil {
-		opts.Registerer = prometheus.NewRegistry()
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		opts.Registerer = reg
 	}
 	s := &Server{cfg: cfg, log: opts.Logger}
 	defer func() {
@@ -100,25 +107,31 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 	if err != nil {
 		return nil, err
 	}
-	chain := middleware.NewChain(issuer, s.external, members, opts.Logger)
+	metrics, err := middleware.NewMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	chain := middleware.NewChain(issuer, s.external, members, opts.Logger, metrics)
 	fhirBase := cfg.BaseURL + "fhir/R4"
-	s.engine = s.routes(chain, oauthHandler,
+	s.gatherer = gathererOf(opts.Registerer)
+	s.engine = s.routes(chain, metrics, oauthHandler,
 		membership.NewAdminHandler(members, fhirBase, opts.Logger),
 		fhir.NewHandler(s.store, fhirBase))
 	return s, nil
 }
 
-func (s *Server) routes(chain *middleware.Chain, oauthHandler *oauth.Handler, admin *membership.AdminHandler, rest *fhir.Handler) *gin.Engine {
+func (s *Server) routes(chain *middleware.Chain, metrics *middleware.Metrics, oauthHandler *oauth.Handler, admin *membership.AdminHandler, rest *fhir.Handler) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.ContextWithFallback = true
 	r.HandleMethodNotAllowed = true
-	r.Use(middleware.RequestLog(s.log), middleware.Recover(s.log))
+	r.Use(middleware.RequestLog(s.log), metrics.Handler, middleware.Recover(s.log))
 	r.NoRoute(middleware.NotFound)
 	r.NoMethod(middleware.MethodNotAllowed)
 
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.ready)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{})))
 	oauthHandler.RegisterPublic(r)
 	r.GET("/fhir/R4/metadata", rest.Metadata)
 
@@ -151,6 +164,15 @@ func (s *Server) ready(c *gin.Context) {
 		}
 	}
 	c.JSON(status, checks)
+}
+
+// gathererOf returns the registry behind reg when it can be read, else the
+// default gatherer.
+func gathererOf(reg prometheus.Registerer) prometheus.Gatherer {
+	if g, ok := reg.(prometheus.Gatherer); ok {
+		return g
+	}
+	return prometheus.DefaultGatherer
 }
 
 // Members returns the membership service (for the bootstrap command and tests).

@@ -21,11 +21,10 @@ import (
 // whose user may create databases.
 const EnvPostgresURL = "FHIRGATE_TEST_POSTGRES_URL"
 
-// PostgresURL creates an empty database on the server named by
-// FHIRGATE_TEST_POSTGRES_URL and returns its URL; the database is dropped in
-// t.Cleanup. When the variable is unset the test is skipped, except under
-// CI=true, where a missing database is a failure.
-func PostgresURL(t testing.TB) string {
+// Require returns the server URL from FHIRGATE_TEST_POSTGRES_URL. When the
+// variable is unset it skips the test, or fails it under CI=true. A test that
+// opens several databases calls it first to skip once rather than per subtest.
+func Require(t testing.TB) string {
 	t.Helper()
 	server := os.Getenv(EnvPostgresURL)
 	if server == "" {
@@ -39,6 +38,30 @@ func PostgresURL(t testing.TB) string {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		t.Fatalf("testdb: %s must be a postgres:// URL", EnvPostgresURL)
 	}
+	return server
+}
+
+// PostgresURL creates an empty database on the server named by
+// FHIRGATE_TEST_POSTGRES_URL and returns its URL; the database is dropped in
+// t.Cleanup. When the variable is unset the test is skipped, except under
+// CI=true, where a missing database is a failure.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	server := Require(t)
+	u, err := url.Parse(server)
+	if err != nil {
+		t.Fatalf("testdb: %s is not a URL", EnvPostgresURL)
+	}
+
+	if server == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("testdb: %s is not set; CI must run the PostgreSQL tests (e.g. %s=postgres://postgres@127.0.0.1:5432/test?sslmode=disable)",
+				EnvPostgresURL, EnvPostgresURL)
+		}
+		t.Skipf("testdb: %s not set; skipping PostgreSQL test", EnvPostgresURL)
+	}
+	return server
+}
 
 	var suffix [8]byte
 	if _, err := rand.Read(suffix[:]); err != nil {

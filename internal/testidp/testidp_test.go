@@ -248,6 +248,7 @@ func TestUserInfoKnobs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			idp := testidp.New(t)
 			tc.setup(idp)
 			tok := idp.Token(idp.Claims("alice", time.Hour))
