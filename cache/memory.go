@@ -202,8 +202,9 @@ func (m *Memory) Len() int {
 // Ping always succeeds: the process is its own backend.
 func (m *Memory) Ping(context.Context) error { return nil }
 
-// Close drops every entry. The Memory stays usable.
-func (m *Memory) Close() error {
+// Clear drops every entry. The Memory stays usable. Shards are emptied one
+// after another, so an entry set concurrently with Clear may survive it.
+func (m *Memory) Clear() {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
@@ -211,5 +212,10 @@ func (m *Memory) Close() error {
 		s.slots, s.free, s.hand = nil, nil, 0
 		s.mu.Unlock()
 	}
+}
+
+// Close drops every entry, like Clear. The Memory stays usable.
+func (m *Memory) Close() error {
+	m.Clear()
 	return nil
 }

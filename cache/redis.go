@@ -36,7 +36,8 @@ func WithRedisTimeout(d time.Duration) RedisOption {
 // NewRedis connects to the Redis server named by rawURL
 // (redis://[user:password@]host:port/db, or rediss:// for TLS) and checks it
 // answers PING within ctx. The returned error wraps ErrUnavailable when the
-// server cannot be reached; it never contains the URL's password.
+// server cannot be reached; it never contains the URL's password. The first
+// call routes go-redis's own log lines to slog at Debug (see SetRedisLogger).
 func NewRedis(ctx context.Context, rawURL string, opts ...RedisOption) (*Redis, error) {
 	o, err := redis.ParseURL(rawURL)
 	if err != nil {
@@ -71,6 +72,7 @@ func NewRedis(ctx context.Context, rawURL string, opts ...RedisOption) (*Redis, 
 	for _, opt := range opts {
 		opt(o)
 	}
+	installRedisLogger()
 	c := redis.NewClient(o)
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()

@@ -214,7 +214,7 @@ func TestRedisTTL(t *testing.T) {
 	f := newUserInfoFixture(t, reply(200, "application/json", `{"sub":"alice"}`), nil)
 	p := testProvider(issPlain)
 	p.UserInfoURL = f.srv.URL + "/userinfo"
-	a, err := New([]config.Provider{p}, Options{Cache: rc}) // real clock
+	a, err := New([]config.Provider{p}, Options{Cache: rc, Logger: testLogger(t)}) // real clock
 	if err != nil {
 		t.Fatal(err)
 	}

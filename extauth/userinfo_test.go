@@ -60,7 +60,7 @@ func newUserInfoFixture(t *testing.T, handler http.HandlerFunc, mutate func(*con
 	if mutate != nil {
 		mutate(&p)
 	}
-	a, err := New([]config.Provider{p}, Options{Cache: f.mem, Now: func() time.Time { return testNow }})
+	a, err := New([]config.Provider{p}, Options{Cache: f.mem, Now: func() time.Time { return testNow }, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

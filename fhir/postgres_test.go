@@ -28,6 +28,7 @@ func openPostgresTest(t *testing.T) fhir.Store {
 }
 
 func TestPostgresConformance(t *testing.T) {
+	testdb.Require(t)
 	storetest.Run(t, openPostgresTest)
 }
 

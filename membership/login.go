@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fhirgate/fhirgate/fhir"
@@ -58,9 +59,30 @@ func (s *Service) Login(ctx context.Context, id string) (*fhir.Login, error) {
 	return &l, nil
 }
 
+// truncate shortens s to at most n bytes without splitting a character.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n]
+	return strings.ToValidUTF8(s[:n], "")
+}
+
+// RevokeLogin marks a Login revoked; tokens issued for it stop working.
+// Revoking a revoked Login is not an error.
+func (s *Service) RevokeLogin(ctx context.Context, id string) error {
+	return s.store.WithTx(ctx, func(tx fhir.Ops) error {
+		rec, err := tx.ReadAny(ctx, fhir.TypeLogin, id)
+		if err != nil {
+			return err
+		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(rec.Body, &fields); err != nil {
+			return fmt.Errorf("decode Login/%s: %w", id, err)
+		}
+		fields["revoked"] = json.RawMessage("true")
+		if rec.Body, err = json.Marshal(fields); err != nil {
+			return err
+		}
+		return tx.Update(ctx, rec)
+	})
 }

@@ -44,6 +44,9 @@ func NewChain(issuer *oauth.Issuer, external *extauth.Authenticator, members *me
 // refusal for the request log.
 const ctxKeyReason = "fhirgate.auth_reason"
 
+// ctxKeyExternalToken holds the *extauth.Token of an external caller, for logout.
+const ctxKeyExternalToken = "fhirgate.external_token"
+
 // failure is a refusal with its HTTP answer and a reason for the log.
 type failure struct {
 	status     int
@@ -155,8 +158,18 @@ func (ch *Chain) externalToken(c *gin.Context, raw string) (*caller.Caller, *fai
 	if err != nil {
 		return nil, externalFailure(err)
 	}
-	// Every request re-reads the membership, cached or not: a deactivated or
-	// deleted membership stops working at once.
+	c.Set(ctxKeyExternalToken, tok)
+	// Every request re-reads the Login and the membership, cached or not: a
+	// revocation, a deactivated or deleted membership stop working at once,
+	// on every instance.
+	login, err := ch.members.Login(ctx, res.Login)
+	if err != nil {
+		return nil, storeFailure(err, "login_not_found")
+	}
+	if login.Revoked {
+		ch.external.Revoke(ctx, tok)
+		return nil, refuse("login_revoked")
+	}
 	m, err := ch.members.Membership(ctx, res.Membership)
 	if err != nil || !m.IsActive() {
 		if err == nil || errors.Is(err, fhir.ErrNotFound) || errors.Is(err, fhir.ErrGone) {
@@ -272,4 +285,20 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// Logout revokes the Login behind the presented token (POST /oauth2/logout):
+// local tokens of that Login and the external token stop working at once.
+func (ch *Chain) Logout(c *gin.Context) {
+	ctx := c.Request.Context()
+	cl := caller.From(ctx)
+	if err := ch.members.RevokeLogin(ctx, cl.Login); err != nil {
+		ch.fail(c, storeFailure(err, "login_not_found"))
+		return
+	}
+	if v, ok := c.Get(ctxKeyExternalToken); ok {
+		ch.external.Revoke(ctx, v.(*extauth.Token))
+	}
+	c.Header("Cache-Control", "no-store")
+	c.Status(http.StatusNoContent)
 }

@@ -138,6 +138,7 @@ func (s *Server) routes(chain *middleware.Chain, metrics *middleware.Metrics, oa
 	protected := r.Group("/", chain.Authenticate)
 	protected.GET("/oauth2/userinfo", oauthHandler.UserInfo)
 	protected.POST("/oauth2/userinfo", oauthHandler.UserInfo)
+	protected.POST("/oauth2/logout", chain.Logout)
 	admin.Register(protected)
 	rest.Register(protected.Group("/fhir/R4"))
 	return r

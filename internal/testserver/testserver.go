@@ -25,7 +25,8 @@ import (
 
 // Env is one running server.
 type Env struct {
-	// URL is the server's base URL, ending in "/" (also its baseUrl).
+	// URL is the address this instance listens on, ending in "/". It is
+	// also the configured baseUrl unless the instance shares another's.
 	URL    string
 	Config *config.Config
 	Server *server.Server
@@ -50,6 +51,23 @@ func WithRedis(url string) Option {
 // WithDatabase uses the given database DSN instead of a fresh SQLite file.
 func WithDatabase(dsn string) Option {
 	return func(c *config.Config, _ *server.Options) { c.Database = dsn }
+}
+
+// WithSigningKey uses the signing key file at path (to share it between instances).
+func WithSigningKey(path string) Option {
+	return func(c *config.Config, _ *server.Options) { c.SigningKeyFile = path }
+}
+
+// SharedWith makes a second instance use other's database and signing key,
+// as instances of one deployment do.
+func SharedWith(other *Env) Option {
+	return func(c *config.Config, o *server.Options) {
+		c.BaseURL = other.Config.BaseURL // the load balancer's URL in a deployment
+		c.Database = other.Config.Database
+		c.SigningKeyFile = other.Config.SigningKeyFile
+		c.RedisURL = other.Config.RedisURL
+		c.ExternalAuthProviders = other.Config.ExternalAuthProviders
+	}
 }
 
 // WithNow injects the server clock.

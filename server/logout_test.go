@@ -1,0 +1,59 @@
+package server_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/fhirgate/fhirgate/internal/testredis"
+	"github.com/fhirgate/fhirgate/internal/testserver"
+)
+
+func TestLogoutRevokesLocalToken(t *testing.T) {
+	env := testserver.Start(t)
+	p := env.Bootstrap(t, "Demo")
+	other := env.ClientToken(t, p.ClientID, p.ClientSecret) // a second Login of the same client
+	if r := env.Do(t, http.MethodPost, "oauth2/logout", p.AdminToken, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", r.Status, r.Body)
+	}
+	assertRefused(t, env.Do(t, http.MethodGet, "oauth2/userinfo", p.AdminToken, nil))
+	if r := env.Do(t, http.MethodGet, "oauth2/userinfo", other, nil); r.Status != http.StatusOK {
+		t.Fatalf("logout revoked another Login: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestLogoutRevokesExternalTokenEverywhere: two instances share Redis and the
+// database; a logout on one stops the external token and the local token
+// derived from it on both, without another IdP call.
+func TestLogoutRevokesExternalTokenEverywhere(t *testing.T) {
+	rs := testredis.Start(t)
+	a := startExt(t, testserver.WithRedis(rs.URL()))
+	b := testserver.Start(t, testserver.SharedWith(a.Env))
+
+	ext := a.token(map[string]any{"sub": "alice"})
+	r := a.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("userinfo: %d %s", r.Status, r.Body)
+	}
+	local := r.Map(t)["access_token"].(string)
+	for name, env := range map[string]*testserver.Env{"a": a.Env, "b": b} {
+		for _, tok := range []string{ext, local} {
+			if r := env.Do(t, http.MethodGet, "fhir/R4/"+a.alice, tok, nil); r.Status != http.StatusOK {
+				t.Fatalf("instance %s before logout: %d %s", name, r.Status, r.Body)
+			}
+		}
+	}
+	if n := a.idp.UserInfoCalls(); n != 1 {
+		t.Fatalf("userinfo calls %d before logout, want 1 (instance b must use the shared cache)", n)
+	}
+	if r := b.Do(t, http.MethodPost, "oauth2/logout", ext, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", r.Status, r.Body)
+	}
+	for _, env := range []*testserver.Env{a.Env, b} {
+		for _, tok := range []string{ext, local} {
+			assertRefused(t, env.Do(t, http.MethodGet, "fhir/R4/"+a.alice, tok, nil))
+		}
+	}
+	if n := a.idp.UserInfoCalls(); n != 1 {
+		t.Fatalf("userinfo calls %d after logout, want still 1", n)
+	}
+}
