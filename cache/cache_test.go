@@ -112,6 +112,15 @@ func subjects(t *testing.T) map[string]func(t *testing.T) subject {
 				assertClockExpiry(t, l.Local(), clk, key, ttl)
 			}}
 		},
+		"layered with invalidation": func(t *testing.T) subject {
+			clk := newClock()
+			r := newRedis(t, testredis.Start(t))
+			l := newInvalidating(t, cache.NewMemory(1000, clk.Now), r, prefix(t)+"inval")
+			return subject{c: l, clock: clk, checkExpiry: func(t *testing.T, key string, ttl time.Duration) {
+				assertRedisTTL(t, r, key, ttl)
+				assertClockExpiry(t, l.Local(), clk, key, ttl)
+			}}
+		},
 	}
 }
 

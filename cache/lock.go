@@ -40,8 +40,10 @@ func (r *Redis) TryLock(ctx context.Context, key string, ttl time.Duration) (rel
 	if ttl <= 0 {
 		return nil, false, fmt.Errorf("cache: lock %q: ttl must be at least 1ms", key)
 	}
-	token := rand.Text() // 128 random bits, never shared with another holder
-	ok, err = r.client.SetNX(ctx, key, token, ttl).Result() // SET key token NX PX ttl
+	// 128 random bits: no other holder ever has the same token.
+	token := rand.Text()
+	// SET key token NX PX ttl (EX when ttl is whole seconds).
+	ok, err = r.client.SetNX(ctx, key, token, ttl).Result()
 	switch {
 	case errors.Is(err, redis.Nil): // NX not met (go-redis may report it this way)
 		return nil, false, nil

@@ -2,6 +2,7 @@ package extauth
 
 import (
 	"context"
+	"encoding/base64"
 	"time"
 )
 
@@ -17,3 +18,7 @@ func (a *Authenticator) Revoke(ctx context.Context, tok *Token) {
 	a.Forget(ctx, tok)
 	a.store(ctx, tok, entry{V: entryVersion, Negative: ReasonRevoked}, time.Until(tok.Expires)+time.Minute)
 }
+
+// Hash returns the base64url SHA-256 of the raw token: the identifier under
+// which a revocation is recorded. It reveals nothing usable about the token.
+func (t *Token) Hash() string { return base64.RawURLEncoding.EncodeToString(t.hash[:]) }

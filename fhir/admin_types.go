@@ -50,7 +50,10 @@ type Login struct {
 	// Issuer is the external token's iss (external logins only).
 	Issuer string `json:"issuer,omitempty"`
 	// SubjectHash is the hex SHA-256 of the external token's sub (external logins only).
-	SubjectHash   string `json:"subjectHash,omitempty"`
+	SubjectHash string `json:"subjectHash,omitempty"`
+	// TokenHash is the base64url SHA-256 of the external token (external
+	// logins only), so that a revoked token stays refused.
+	TokenHash     string `json:"tokenHash,omitempty"`
 	Time          string `json:"time"` // RFC 3339
 	RemoteAddress string `json:"remoteAddress,omitempty"`
 	UserAgent     string `json:"userAgent,omitempty"`

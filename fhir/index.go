@@ -37,6 +37,13 @@ type identifierToken struct {
 }
 
 // membershipIndex holds the search columns of a ProjectMembership.
+// loginIndex holds the search columns of a Login.
+type loginIndex struct {
+	Membership string
+	TokenHash  *string // nil for logins without an external token
+	Revoked    bool
+}
+
 type membershipIndex struct {
 	Profile    string
 	ExternalID *string // nil when absent or empty
@@ -49,9 +56,8 @@ type indexValues struct {
 	Identifiers []identifierToken
 	NameParts   []string // lower-cased, deduplicated
 	Membership  *membershipIndex
-	// LoginMembership is the membership id of a Login ("" for other types).
-	LoginMembership string
-	isLogin         bool
+	// Login holds the search columns of a Login (nil for other types).
+	Login *loginIndex
 }
 
 // extractIndex decodes body as a resource of type typ and returns the values
@@ -103,8 +109,12 @@ func extractIndex(typ string, body []byte) (indexValues, error) {
 		if err := json.Unmarshal(body, &l); err != nil {
 			return iv, fmt.Errorf("fhir: decode Login: %w", err)
 		}
-		iv.LoginMembership = l.Membership
-		iv.isLogin = true
+		li := &loginIndex{Membership: l.Membership, Revoked: l.Revoked}
+		if l.TokenHash != "" {
+			h := l.TokenHash
+			li.TokenHash = &h
+		}
+		iv.Login = li
 		return iv, nil
 	default:
 		return iv, nil
@@ -245,6 +255,23 @@ func paramCondition(typ, name string, values []string) (string, []any, error) {
 			args = append(args, b)
 		}
 		return "EXISTS (SELECT 1 FROM memberships m WHERE m.id = r.id AND m.active IN (" +
+			placeholders(len(values)) + "))", args, nil
+
+	case name == "token-hash" && typ == TypeLogin:
+		for _, v := range values {
+			args = append(args, unescapeValue(v))
+		}
+		return "EXISTS (SELECT 1 FROM logins l WHERE l.id = r.id AND l.token_hash IN (" +
+			placeholders(len(values)) + "))", args, nil
+
+	case name == "revoked" && typ == TypeLogin:
+		for _, v := range values {
+			if v != "true" && v != "false" {
+				return "", nil, fmt.Errorf("%w: revoked=%q (want true or false)", ErrUnsupportedParam, v)
+			}
+			args = append(args, v == "true")
+		}
+		return "EXISTS (SELECT 1 FROM logins l WHERE l.id = r.id AND l.revoked IN (" +
 			placeholders(len(values)) + "))", args, nil
 
 	case name == "membership" && typ == TypeLogin:

@@ -497,9 +497,9 @@ func (o *sqlOps) insertIndex(ctx context.Context, typ, id, project string, iv in
 			return o.d.wrap("index "+typ, err)
 		}
 	}
-	if iv.isLogin {
-		if _, err := o.exec(ctx, "INSERT INTO logins (id, project, membership) VALUES (?, ?, ?)",
-			id, project, iv.LoginMembership); err != nil {
+	if l := iv.Login; l != nil {
+		if _, err := o.exec(ctx, "INSERT INTO logins (id, project, membership, token_hash, revoked) VALUES (?, ?, ?, ?, ?)",
+			id, project, l.Membership, nullable(l.TokenHash), l.Revoked); err != nil {
 			return o.d.wrap("index "+typ, err)
 		}
 	}

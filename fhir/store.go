@@ -64,7 +64,8 @@ type Param struct {
 // Supported parameter names: _id; identifier (token: "system|value", "|value",
 // "value", "system|"); name (case-insensitive prefix on any name part);
 // for ProjectMembership also profile ("Type/id"), external-id (exact) and
-// active ("true"/"false"); for Login: membership. Several values of one
+// active ("true"/"false"); for Login: membership, token-hash (exact) and
+// revoked ("true"/"false"). Several values of one
 // parameter separated by commas are OR'ed; several parameters are AND'ed.
 type Query struct {
 	Type string

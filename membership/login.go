@@ -19,8 +19,10 @@ type LoginInput struct {
 	// Issuer and Subject of the external token (external logins only). Only a
 	// SHA-256 of the subject is stored.
 	Issuer, Subject string
-	RemoteAddress   string
-	UserAgent       string
+	// TokenHash identifies the external token (a hash, never the token).
+	TokenHash     string
+	RemoteAddress string
+	UserAgent     string
 }
 
 // RecordLogin stores a Login and returns its id.
@@ -30,6 +32,7 @@ func (s *Service) RecordLogin(ctx context.Context, in LoginInput) (string, error
 		Membership:    in.Membership.ID,
 		AuthMethod:    in.AuthMethod,
 		Issuer:        in.Issuer,
+		TokenHash:     in.TokenHash,
 		Time:          s.now().UTC().Format(time.RFC3339),
 		RemoteAddress: in.RemoteAddress,
 		UserAgent:     truncate(in.UserAgent, 512),
@@ -65,6 +68,19 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "")
+}
+
+// TokenRevoked reports whether a revoked Login exists for the external token
+// with this hash: a revoked token stays refused for its whole life, even
+// after the cache entry that made the refusal fast is gone.
+func (s *Service) TokenRevoked(ctx context.Context, tokenHash string) (bool, error) {
+	recs, _, err := s.store.Search(ctx, fhir.Query{
+		Type:        fhir.TypeLogin,
+		AllProjects: true,
+		Params:      []fhir.Param{{Name: "token-hash", Value: tokenHash}, {Name: "revoked", Value: "true"}},
+		Count:       1,
+	})
+	return len(recs) > 0, err
 }
 
 // RevokeLogin marks a Login revoked; tokens issued for it stop working.

@@ -205,11 +205,18 @@ func (ch *Chain) resolve(ctx context.Context, tok *extauth.Token, remote, agent 
 	if err != nil {
 		return nil, err
 	}
+	if revoked, err := ch.members.TokenRevoked(ctx, tok.Hash()); err != nil || revoked {
+		if err == nil {
+			err = &membership.ResolveError{Reason: "login_revoked"}
+		}
+		return nil, err
+	}
 	loginID, err := ch.members.RecordLogin(ctx, membership.LoginInput{
 		Membership:    m,
 		AuthMethod:    caller.MethodExternal,
 		Issuer:        tok.Issuer,
 		Subject:       tok.Subject,
+		TokenHash:     tok.Hash(),
 		RemoteAddress: remote,
 		UserAgent:     agent,
 	})

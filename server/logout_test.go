@@ -1,9 +1,12 @@
 package server_test
 
 import (
+	"context"
 	"net/http"
+	"strings"
 	"testing"
 
+	"github.com/fhirgate/fhirgate/cache"
 	"github.com/fhirgate/fhirgate/internal/testredis"
 	"github.com/fhirgate/fhirgate/internal/testserver"
 )
@@ -55,5 +58,21 @@ func TestLogoutRevokesExternalTokenEverywhere(t *testing.T) {
 	}
 	if n := a.idp.UserInfoCalls(); n != 1 {
 		t.Fatalf("userinfo calls %d after logout, want still 1", n)
+	}
+
+	// The revocation is durable: with the shared cache flushed, a fresh
+	// instance still refuses the token although the IdP accepts it.
+	shared, err := cache.NewRedis(context.Background(), rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	if err := shared.Client().FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := testserver.Start(t, testserver.SharedWith(a.Env))
+	assertRefused(t, c.Do(t, http.MethodGet, "fhir/R4/"+a.alice, ext, nil))
+	if !strings.Contains(c.Logs.String(), `"auth_reason":"login_revoked"`) {
+		t.Fatalf("refused for another reason than the revocation:\n%s", c.Logs.String())
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fhirgate/fhirgate/cache"
+	"github.com/fhirgate/fhirgate/caller"
 	"github.com/fhirgate/fhirgate/config"
 	"github.com/fhirgate/fhirgate/extauth"
 	"github.com/fhirgate/fhirgate/fhir"
@@ -36,6 +37,11 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient makes the calls to external IdPs; default: a plain client.
 	HTTPClient *http.Client
+	// BenchmarkCaller, when set, mounts the FHIR API a second time under
+	// /_bench/noauth/fhir/R4 with authentication replaced by the caller it
+	// returns: the no-auth baseline of the load tool. Only the benchmark sets
+	// it; no configuration key or flag can turn it on.
+	BenchmarkCaller func() *caller.Caller
 	// Registerer receives the metrics and, when it is also a Gatherer (a
 	// *prometheus.Registry), is served at /metrics; default: a new registry
 	// with the Go and process collectors.
@@ -114,9 +120,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 	chain := middleware.NewChain(issuer, s.external, members, opts.Logger, metrics)
 	fhirBase := cfg.BaseURL + "fhir/R4"
 	s.gatherer = gathererOf(opts.Registerer)
-	s.engine = s.routes(chain, metrics, oauthHandler,
-		membership.NewAdminHandler(members, fhirBase, opts.Logger),
-		fhir.NewHandler(s.store, fhirBase))
+	rest := fhir.NewHandler(s.store, fhirBase)
+	s.engine = s.routes(chain, metrics, oauthHandler, membership.NewAdminHandler(members, fhirBase, opts.Logger), rest)
+	if opts.BenchmarkCaller != nil {
+		rest.Register(s.engine.Group("/_bench/noauth/fhir/R4", func(c *gin.Context) {
+			c.Request = c.Request.WithContext(caller.With(c.Request.Context(), opts.BenchmarkCaller()))
+		}))
+	}
 	return s, nil
 }
 

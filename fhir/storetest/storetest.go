@@ -575,20 +575,41 @@ func testSearchMembership(t *testing.T, s fhir.Store) {
 func testSearchLogin(t *testing.T, s fhir.Store) {
 	mustCreate(t, s, "p1", fhir.TypeLogin, "l1", `{"membership":"m1","authMethod":"external","time":"2024-01-01T00:00:00Z"}`)
 	mustCreate(t, s, "p1", fhir.TypeLogin, "l2", `{"membership":"m2","authMethod":"client_credentials","time":"2024-01-01T00:00:00Z"}`)
+	mustCreate(t, s, "p1", fhir.TypeLogin, "l3", `{"membership":"m1","authMethod":"external","tokenHash":"h-1","revoked":true,"time":"2024-01-01T00:00:00Z"}`)
 	tests := []struct {
-		value string
-		want  []string
+		param, value string
+		want         []string
 	}{
-		{"m1", []string{"l1"}},
-		{"ProjectMembership/m2", []string{"l2"}},
-		{"m1,m2", []string{"l1", "l2"}},
-		{"m3", nil},
+		{"membership", "m1", []string{"l1", "l3"}},
+		{"membership", "ProjectMembership/m2", []string{"l2"}},
+		{"membership", "m1,m2", []string{"l1", "l2", "l3"}},
+		{"membership", "m3", nil},
+		{"token-hash", "h-1", []string{"l3"}},
+		{"token-hash", "h-2", nil},
+		{"revoked", "true", []string{"l3"}},
+		{"revoked", "false", []string{"l1", "l2"}},
 	}
 	for _, tc := range tests {
-		got := searchIDs(t, s, fhir.Query{Type: fhir.TypeLogin, Projects: []string{"p1"}, Params: params("membership", tc.value)})
+		got := searchIDs(t, s, fhir.Query{Type: fhir.TypeLogin, Projects: []string{"p1"}, Params: params(tc.param, tc.value)})
 		if !equal(got, tc.want) && !(len(got) == 0 && len(tc.want) == 0) {
-			t.Errorf("membership=%s: got %v, want %v", tc.value, got, tc.want)
+			t.Errorf("%s=%s: got %v, want %v", tc.param, tc.value, got, tc.want)
 		}
+	}
+	// The revoked column follows updates.
+	rec, err := s.ReadAny(context.Background(), fhir.TypeLogin, "l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Body = []byte(`{"resourceType":"Login","membership":"m1","authMethod":"external","revoked":true,"time":"2024-01-01T00:00:00Z"}`)
+	rec.Version = 0
+	if err := s.Update(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	if got := searchIDs(t, s, fhir.Query{Type: fhir.TypeLogin, Projects: []string{"p1"}, Params: params("revoked", "true")}); !equal(got, []string{"l1", "l3"}) {
+		t.Errorf("revoked=true after update: %v", got)
+	}
+	if _, _, err := s.Search(context.Background(), fhir.Query{Type: fhir.TypeLogin, Projects: []string{"p1"}, Params: params("revoked", "yes")}); !errors.Is(err, fhir.ErrUnsupportedParam) {
+		t.Errorf("revoked=yes: %v, want ErrUnsupportedParam", err)
 	}
 }
 

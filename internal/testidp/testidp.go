@@ -2,6 +2,9 @@
 // and EC keys: it serves discovery, JWKS and a userinfo endpoint over HTTP
 // and mints signed tokens, good or deliberately bad. Its userinfo behaviour
 // is programmable (status, delay, body) and its calls are counted.
+//
+// New ties an IdP to a test; NewServer starts one without a testing.TB for
+// programs such as the load tool, which call Close themselves.
 package testidp
 
 import (
@@ -15,6 +18,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -29,11 +34,14 @@ import (
 
 // IdP is a running test identity provider. It is safe for concurrent use.
 type IdP struct {
-	t      testing.TB
-	srv    *httptest.Server
-	now    func() time.Time
-	aud    any
-	closed chan struct{} // closed at cleanup, ends pending delays
+	// errorf reports a failure of a method that has no error result (t.Errorf
+	// for New, the standard logger for NewServer).
+	errorf    func(format string, args ...any)
+	srv       *httptest.Server
+	now       func() time.Time
+	aud       any
+	closed    chan struct{} // closed by Close, ends pending delays
+	closeOnce sync.Once
 
 	mu          sync.RWMutex
 	rsaKey      signingKey
@@ -70,14 +78,34 @@ func WithAudience(aud any) Option { return func(p *IdP) { p.aud = aud } }
 // New starts an IdP on a loopback httptest server, stopped at t's cleanup.
 func New(t testing.TB, opts ...Option) *IdP {
 	t.Helper()
-	p := &IdP{t: t, now: time.Now, closed: make(chan struct{})}
+	p, err := start(t.Errorf, opts)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// NewServer starts an IdP on a loopback port without a test; the caller
+// must call Close. Failures of methods without an error result (Token,
+// RotateKey) go to the standard logger; SignToken returns them instead.
+func NewServer(opts ...Option) (*IdP, error) {
+	return start(log.Printf, opts)
+}
+
+func start(errorf func(string, ...any), opts []Option) (*IdP, error) {
+	p := &IdP{errorf: errorf, now: time.Now, closed: make(chan struct{})}
 	for _, opt := range opts {
 		opt(p)
 	}
-	p.rsaKey = signingKey{kid: newKID("rsa"), method: jwt.SigningMethodRS256, priv: mustRSA(t)}
+	rk, err := newRSA()
+	if err != nil {
+		return nil, err
+	}
+	p.rsaKey = signingKey{kid: newKID("rsa"), method: jwt.SigningMethodRS256, priv: rk}
 	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("testidp: generate EC key: %v", err)
+		return nil, fmt.Errorf("testidp: generate EC key: %w", err)
 	}
 	p.ecKey = signingKey{kid: newKID("ec"), method: jwt.SigningMethodES256, priv: ec}
 
@@ -86,17 +114,24 @@ func New(t testing.TB, opts ...Option) *IdP {
 	mux.HandleFunc("GET /jwks.json", p.serveJWKS)
 	mux.HandleFunc("/userinfo", p.serveUserInfo)
 	p.srv = httptest.NewServer(mux)
-	t.Cleanup(p.srv.Close)
-	t.Cleanup(func() { close(p.closed) }) // runs first: frees delayed handlers
-	return p
+	return p, nil
 }
 
-func mustRSA(t testing.TB) *rsa.PrivateKey {
+// Close frees delayed userinfo handlers, then stops the server and waits
+// for its requests to end. It is safe to call more than once.
+func (p *IdP) Close() {
+	p.closeOnce.Do(func() {
+		close(p.closed)
+		p.srv.Close()
+	})
+}
+
+func newRSA() (*rsa.PrivateKey, error) {
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		t.Fatalf("testidp: generate RSA key: %v", err)
+		return nil, fmt.Errorf("testidp: generate RSA key: %w", err)
 	}
-	return k
+	return k, nil
 }
 
 func newKID(prefix string) string {
@@ -137,7 +172,12 @@ func (p *IdP) ECKeyID() string {
 // RotateKey replaces the RSA key with a new one under a new kid and returns
 // that kid. The old key leaves the JWKS, so tokens it signed stop verifying.
 func (p *IdP) RotateKey() string {
-	k := signingKey{kid: newKID("rsa"), method: jwt.SigningMethodRS256, priv: mustRSA(p.t)}
+	rk, err := newRSA()
+	if err != nil {
+		p.errorf("%v", err)
+		return ""
+	}
+	k := signingKey{kid: newKID("rsa"), method: jwt.SigningMethodRS256, priv: rk}
 	p.mu.Lock()
 	p.rsaKey = k
 	p.mu.Unlock()
@@ -215,8 +255,18 @@ func WithHeader(name string, value any) TokenOption {
 
 // Token signs claims (RS256 with the current RSA key and its kid unless an
 // option says otherwise) and returns the compact JWT. It reports a failure
-// through t.Errorf and returns "".
+// through t.Errorf (the standard logger for NewServer) and returns "".
 func (p *IdP) Token(claims map[string]any, opts ...TokenOption) string {
+	s, err := p.SignToken(claims, opts...)
+	if err != nil {
+		p.errorf("%v", err)
+		return ""
+	}
+	return s
+}
+
+// SignToken is Token with the failure returned instead of reported.
+func (p *IdP) SignToken(claims map[string]any, opts ...TokenOption) (string, error) {
 	spec := tokenSpec{header: map[string]any{}, deleted: map[string]bool{}}
 	for _, opt := range opts {
 		opt(&spec)
@@ -228,7 +278,12 @@ func (p *IdP) Token(claims map[string]any, opts ...TokenOption) string {
 	}
 	if spec.foreign {
 		if p.foreign == nil {
-			p.foreign = mustRSA(p.t)
+			fk, err := newRSA()
+			if err != nil {
+				p.mu.Unlock()
+				return "", err
+			}
+			p.foreign = fk
 		}
 		k = signingKey{kid: p.rsaKey.kid, method: jwt.SigningMethodRS256, priv: p.foreign}
 	}
@@ -259,10 +314,9 @@ func (p *IdP) Token(claims map[string]any, opts ...TokenOption) string {
 	}
 	s, err := tok.SignedString(signKey)
 	if err != nil {
-		p.t.Errorf("testidp: sign token: %v", err)
-		return ""
+		return "", fmt.Errorf("testidp: sign token: %w", err)
 	}
-	return s
+	return s, nil
 }
 
 // SetUserInfoHandler replaces the userinfo behaviour with h (nil restores

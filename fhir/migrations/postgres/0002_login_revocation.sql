@@ -1,0 +1,5 @@
+-- Revocation lookups: a Login remembers the SHA-256 of the external token it
+-- was made for, so a revoked token stays refused even after the cache is gone.
+ALTER TABLE logins ADD COLUMN token_hash TEXT;
+ALTER TABLE logins ADD COLUMN revoked BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX logins_token_hash ON logins (token_hash) WHERE token_hash IS NOT NULL;
