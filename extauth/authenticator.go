@@ -207,8 +207,10 @@ func (a *Authenticator) Close() error {
 // miss, concurrent calls for the same token share one validation: signature
 // check, one userinfo call and one call of resolve, run detached from any one
 // caller's cancellation (bounded by the provider's userInfoTimeout plus
-// ResolveTimeout). A successful Result is cached for
-// min(provider.cacheTtl, exp-now).
+// ResolveTimeout). resolve runs with the context of the caller that started
+// the validation (its values, not its cancellation), and every caller
+// sharing that validation receives a copy of the same Result, Login
+// included. A successful Result is cached for min(provider.cacheTtl, exp-now).
 //
 // Errors are *Error values, except those of resolve, which are returned
 // unchanged. The Token is returned whenever Parse accepted raw.
@@ -239,6 +241,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string, resolve Re
 			a.metrics.collapsed.Inc()
 		}
 		if r.Err != nil {
+			var e *Error
+			if errors.As(r.Err, &e) && e == r.Err {
+				c := *e // each caller gets its own *Error
+				return tok, nil, &c
+			}
 			return tok, nil, r.Err
 		}
 		res := *r.Val.(*Result) // a copy per caller

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"math"
 	"strconv"
@@ -46,7 +45,8 @@ var (
 // Its signature and its acceptance by the IdP are not established by Parse;
 // Authenticate establishes them. Token never prints or logs the raw token.
 type Token struct {
-	// Provider is the configured IdP whose issuer the token names.
+	// Provider is the configured IdP whose issuer the token names. It is
+	// shared by every token of that IdP: callers must not modify it.
 	Provider *config.Provider
 	// Issuer is the token's iss (equal to Provider.Issuer).
 	Issuer string
@@ -299,13 +299,19 @@ func isBase64URL(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		if !base64URLAlphabet[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+var base64URLAlphabet = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") {
+		t[c] = true
+	}
+	return t
+}()
 
 // decodeSegment decodes one strict, unpadded base64url segment.
 func decodeSegment(s string) ([]byte, error) {
@@ -333,24 +339,28 @@ type object map[string]json.RawMessage
 
 // decodeObject decodes data as one JSON object in valid UTF-8. It refuses a
 // repeated member name, and a member name that equals one of names
-// case-insensitively without being spelled exactly like it.
+// case-insensitively without being spelled exactly like it. Member values
+// are kept as raw JSON (sharing data's memory).
+//
+// The input is validated by encoding/json first; the scan below then only
+// has to find member boundaries, which keeps this on the hot path cheap.
 func decodeObject(data []byte, names []string) (object, error) {
-	if !utf8.Valid(data) {
+	if !utf8.Valid(data) || !json.Valid(data) {
 		return nil, errBadJSON
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+	i := skipSpace(data, 0)
+	if data[i] != '{' {
 		return nil, errBadJSON
 	}
 	obj := make(object, 8)
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, errBadJSON
+	i = skipSpace(data, i+1)
+	for data[i] != '}' {
+		if data[i] == ',' {
+			i = skipSpace(data, i+1)
 		}
-		key, ok := t.(string)
-		if !ok {
+		end := endOfString(data, i)
+		key, err := unquote(data[i:end])
+		if err != nil {
 			return nil, errBadJSON
 		}
 		if _, dup := obj[key]; dup {
@@ -361,19 +371,80 @@ func decodeObject(data []byte, names []string) (object, error) {
 				return nil, errDuplicateKey
 			}
 		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, errBadJSON
-		}
-		obj[key] = v
-	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return nil, errBadJSON
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errBadJSON // trailing data
+		i = skipSpace(data, end)
+		i = skipSpace(data, i+1) // the colon
+		end = endOfValue(data, i)
+		obj[key] = data[i:end:end]
+		i = skipSpace(data, end)
 	}
 	return obj, nil
+}
+
+// The scanning helpers below assume data is valid JSON.
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// endOfString returns the index just after the string starting at data[i].
+func endOfString(data []byte, i int) int {
+	j := i + 1
+	for data[j] != '"' {
+		if data[j] == '\\' {
+			j++
+		}
+		j++
+	}
+	return j + 1
+}
+
+// endOfValue returns the index just after the value starting at data[i].
+func endOfValue(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		return endOfString(data, i)
+	case '{', '[':
+		depth := 0
+		for j := i; ; j++ {
+			switch data[j] {
+			case '"':
+				j = endOfString(data, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+	default: // number, true, false, null
+		j := i
+		for j < len(data) && !valueEnd[data[j]] {
+			j++
+		}
+		return j
+	}
+}
+
+var valueEnd = func() (t [256]bool) {
+	for _, c := range []byte(",}] \t\n\r") {
+		t[c] = true
+	}
+	return t
+}()
+
+// unquote decodes a JSON string literal, without reflection when it has no escapes.
+func unquote(lit []byte) (string, error) {
+	if bytes.IndexByte(lit, '\\') < 0 {
+		return string(lit[1 : len(lit)-1]), nil
+	}
+	var s string
+	err := json.Unmarshal(lit, &s)
+	return s, err
 }
 
 func (o object) has(name string) bool {
@@ -387,11 +458,8 @@ func (o object) string(name string) (string, bool) {
 	if !ok || len(v) == 0 || v[0] != '"' {
 		return "", false
 	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		return "", false
-	}
-	return s, true
+	s, err := unquote(v)
+	return s, err == nil
 }
 
 // numericDate returns member name as an RFC 7519 NumericDate: a JSON number
@@ -421,20 +489,23 @@ func (o object) audience() ([]string, error) {
 	if len(v) == 0 || v[0] != '[' {
 		return nil, invalid(ReasonMalformed)
 	}
-	var list []json.RawMessage
-	if err := json.Unmarshal(v, &list); err != nil {
-		return nil, invalid(ReasonMalformed)
-	}
-	out := make([]string, 0, len(list))
-	for _, item := range list {
-		if len(item) == 0 || item[0] != '"' {
+	// v is valid JSON (decodeObject checked the whole payload): walk the
+	// array's elements, each of which must be a string.
+	var out []string
+	for i := skipSpace(v, 1); v[i] != ']'; i = skipSpace(v, i) {
+		if v[i] == ',' {
+			i = skipSpace(v, i+1)
+		}
+		if v[i] != '"' {
 			return nil, invalid(ReasonMalformed)
 		}
-		var s string
-		if err := json.Unmarshal(item, &s); err != nil {
+		end := endOfString(v, i)
+		s, err := unquote(v[i:end])
+		if err != nil {
 			return nil, invalid(ReasonMalformed)
 		}
 		out = append(out, s)
+		i = end
 	}
 	return out, nil
 }
