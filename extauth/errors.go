@@ -51,7 +51,7 @@ const (
 	ReasonIssuedInFuture      = "issued_in_future"      // iat in the future beyond leeway
 	ReasonAudience            = "audience"              // aud does not contain a configured audience
 	ReasonBadSubject          = "bad_subject"           // sub not a non-empty string of at most 255 bytes
-	ReasonBadFHIRUser         = "bad_fhiruser"          // fhirUser or ext.fhirUser present but not a non-empty string
+	ReasonBadFHIRUser         = "bad_fhiruser"          // fhirUser or ext.fhirUser present but not a string of a supported form
 	ReasonNoSubject           = "no_subject"            // neither fhirUser, ext.fhirUser nor sub
 	ReasonSignature           = "signature"             // signature does not verify
 	ReasonUnknownKey          = "unknown_kid"           // no key of the JWKS fits the token

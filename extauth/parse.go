@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/fhirgate/fhirgate/config"
+	"github.com/fhirgate/fhirgate/fhir"
 )
 
 // MaxTokenSize is the largest token accepted, in bytes (SPEC §5 step 1).
@@ -253,6 +254,13 @@ func (p *provider) checkClaims(c object, now time.Time, tok *Token) error {
 	}
 	if !tok.HasFHIRUser && tok.Subject == "" {
 		return invalid(ReasonNoSubject)
+	}
+	// The shape of fhirUser is known locally: a claim the resolver would
+	// refuse costs no userinfo call.
+	if tok.HasFHIRUser {
+		if _, err := fhir.ParseFHIRUser(tok.FHIRUser); err != nil {
+			return invalid(ReasonBadFHIRUser)
+		}
 	}
 	return nil
 }

@@ -223,6 +223,10 @@ func TestParse(t *testing.T) {
 		{"fhirUser object", craft(rs, claims(issPlain, `"sub":"a","fhirUser":{"reference":"Patient/1"}`)), bad(ReasonBadFHIRUser)},
 		{"ext not an object", craft(rs, claims(issPlain, `"sub":"a","ext":"Patient/1"`)), bad(ReasonMalformed)},
 		{"ext.fhirUser number", craft(rs, claims(issPlain, `"sub":"a","ext":{"fhirUser":7}`)), bad(ReasonBadFHIRUser)},
+		{"fhirUser extra search parameter", craft(rs, claims(issPlain, `"sub":"a","fhirUser":"Practitioner?identifier=x&_include=*"`)), bad(ReasonBadFHIRUser)},
+		{"fhirUser path trick", craft(rs, claims(issPlain, `"sub":"a","fhirUser":"Practitioner/../ProjectMembership/x"`)), bad(ReasonBadFHIRUser)},
+		{"fhirUser unsupported type", craft(rs, claims(issPlain, `"sub":"a","fhirUser":"Organization/1"`)), bad(ReasonBadFHIRUser)},
+		{"ext.fhirUser unsupported shape", craft(rs, claims(issPlain, `"ext":{"fhirUser":"Patient"}`)), bad(ReasonBadFHIRUser)},
 		{"ext.fhirUser bad beside fhirUser", craft(rs, claims(issPlain, `"fhirUser":"Patient/1","ext":{"fhirUser":null}`)), bad(ReasonBadFHIRUser)},
 		{"neither sub nor fhirUser", craft(rs, claims(issPlain, `"name":"x"`)), bad(ReasonNoSubject)},
 	}
