@@ -158,7 +158,7 @@ func (iv *invalidator) session(ctx context.Context) (established bool, err error
 	}
 	// Deletions published while there was no subscription were missed:
 	// start again from an empty local layer, then trust the channel.
-	// iv.local.Clear()
+	iv.local.Clear()
 	iv.epoch.Add(1)
 	iv.up.Store(true)
 	iv.log.Debug("cache invalidation subscription established; local cache layer cleared", "channel", iv.channel)

@@ -3,6 +3,8 @@ package cache_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,10 +23,16 @@ const invalidationDeadline = time.Second
 // t ends, once its subscription is established.
 func newInvalidating(t testing.TB, local *cache.Memory, r *cache.Redis, channel string) *cache.Layered {
 	t.Helper()
-	l := cache.NewLayered(local, r, cache.WithInvalidation(channel))
+	l := cache.NewLayered(local, r, cache.WithInvalidation(channel), cache.WithLogger(testLogger(t)))
 	t.Cleanup(func() { _ = l.Close() })
 	waitSubscribed(t, l)
 	return l
+}
+
+// testLogger writes to the test's output, shown only when it fails or with
+// -v. Every Layered using it is closed before its test ends.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func waitSubscribed(t testing.TB, l *cache.Layered) {
@@ -268,7 +276,7 @@ func TestLayeredWithoutSubscription(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = r.Close() })
 	ch := prefix(t) + "inval"
-	b := cache.NewLayered(cache.NewMemory(100, nil), r, cache.WithInvalidation(ch))
+	b := cache.NewLayered(cache.NewMemory(100, nil), r, cache.WithInvalidation(ch), cache.WithLogger(testLogger(t)))
 	t.Cleanup(func() { _ = b.Close() })
 	a := newInvalidating(t, cache.NewMemory(100, nil), newRedis(t, srv), ch)
 	p := prefix(t)
@@ -321,7 +329,7 @@ func TestLayeredCloseStopsSubscriber(t *testing.T) {
 	srv := testredis.Start(t)
 	admin := newRedis(t, srv)
 	ch := prefix(t) + "inval"
-	l := cache.NewLayered(cache.NewMemory(10, nil), newRedis(t, srv), cache.WithInvalidation(ch))
+	l := cache.NewLayered(cache.NewMemory(10, nil), newRedis(t, srv), cache.WithInvalidation(ch), cache.WithLogger(testLogger(t)))
 	waitSubscribed(t, l)
 	subscribers := func() int64 {
 		n, err := admin.Client().PubSubNumSub(context.Background(), ch).Result()
@@ -365,4 +373,144 @@ func TestWithInvalidationNeedsRedis(t *testing.T) {
 	if _, ok, _ := l.Local().Get(context.Background(), "k"); !ok {
 		t.Fatal("local layer not written")
 	}
+}
+
+// freezeProxy forwards TCP connections to a backend and can stop forwarding
+// without closing them: a silently dead network path, which only a
+// keep-alive PING can reveal.
+type freezeProxy struct {
+	ln      net.Listener
+	backend string
+	mu      sync.Mutex
+	cond    *sync.Cond
+	frozen  bool
+	closed  bool
+	conns   []net.Conn
+}
+
+func startFreezeProxy(t *testing.T, backend string) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, backend: backend}
+	p.cond = sync.NewCond(&p.mu)
+	go p.serve()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *freezeProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *freezeProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", p.backend)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, b)
+		p.mu.Unlock()
+		go p.pipe(c, b)
+		go p.pipe(b, c)
+	}
+}
+
+// pipe copies src to dst, holding each chunk while the proxy is frozen.
+func (p *freezeProxy) pipe(src, dst net.Conn) {
+	defer src.Close()
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			for p.frozen && !p.closed {
+				p.cond.Wait()
+			}
+			p.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *freezeProxy) setFrozen(f bool) {
+	p.mu.Lock()
+	p.frozen = f
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// dropAll closes every forwarded connection, as a network path that comes
+// back without the old connections would.
+func (p *freezeProxy) dropAll() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+func (p *freezeProxy) close() {
+	_ = p.ln.Close()
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	p.dropAll()
+}
+
+// TestLayeredDetectsSilentlyDeadSubscription freezes B's network path to
+// Redis: no error ever reaches B, yet it must notice within about a second
+// that its subscription is gone, keep serving its local entries while Redis
+// does not answer, and clear them once the path is back.
+func TestLayeredDetectsSilentlyDeadSubscription(t *testing.T) {
+	ctx := context.Background()
+	srv := testredis.Start(t)
+	proxy := startFreezeProxy(t, srv.Addr())
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rb, err := cache.NewRedis(cctx, "redis://"+proxy.addr()+"/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rb.Close() })
+	ch := prefix(t) + "inval"
+	a := newInvalidating(t, cache.NewMemory(100, nil), newRedis(t, srv), ch)
+	b := newInvalidating(t, cache.NewMemory(100, nil), rb, ch)
+	p := prefix(t)
+	mustSet(t, a, p+"k", []byte("v"), time.Hour)
+	assertGet(t, b, p+"k", []byte("v"))
+
+	proxy.setFrozen(true)
+	frozenAt := time.Now()
+	if err := eventually(5*time.Second, func() error {
+		if b.Subscribed() {
+			return errors.New("B still trusts a subscription whose path is frozen")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dead subscription noticed after %v", time.Since(frozenAt))
+	// Redis does not answer B: its local entry still serves.
+	assertGet(t, b, p+"k", []byte("v"))
+
+	proxy.dropAll()
+	proxy.setFrozen(false)
+	waitLocalMiss(t, b, p+"k", 5*time.Second)
+	waitSubscribed(t, b)
 }

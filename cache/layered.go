@@ -107,8 +107,8 @@ func NewLayered(local *Memory, shared Cache, opts ...LayeredOption) *Layered {
 // always false without WithInvalidation.
 func (l *Layered) Subscribed() bool { return l.inval != nil && l.inval.up.Load() }
 
-// Local returns the in-process layer, for example to drop an entry on an
-// invalidation message from another instance.
+// Local returns the in-process layer, for diagnostics and tests. Entries
+// deleted through it are not announced to other instances.
 func (l *Layered) Local() *Memory { return l.local }
 
 // Shared returns the shared layer.

@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 			local.Close()
 			return nil, fmt.Errorf("key redisUrl: %w", err)
 		}
-		s.cache = cache.NewLayered(local, shared)
+		s.cache = cache.NewLayered(local, shared, cache.WithInvalidation(""), cache.WithLogger(opts.Logger))
 	}
 	s.external, err = extauth.New(cfg.ExternalAuthProviders, extauth.Options{
 		Cache: s.cache, HTTPClient: opts.HTTPClient, Now: opts.Now, Logger: opts.Logger, Registerer: opts.Registerer,
