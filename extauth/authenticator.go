@@ -79,6 +79,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer, when set, receives the package's Prometheus collectors.
 	Registerer prometheus.Registerer
+	// Locker, when set, makes the instances that share Cache validate each
+	// new token once between them (see awaitCluster).
+	Locker Locker
 }
 
 // Result is what a successful external login resolves to (SPEC §5 steps 6
@@ -103,6 +106,7 @@ type Authenticator struct {
 	log       *slog.Logger
 	metrics   *metrics
 	group     singleflight.Group
+	locker    Locker
 
 	ctx    context.Context // owns the JWKS refresh goroutines
 	cancel context.CancelFunc
@@ -127,6 +131,7 @@ func New(providers []config.Provider, opts Options) (*Authenticator, error) {
 		cache:     opts.Cache,
 		now:       opts.Now,
 		log:       opts.Logger,
+		locker:    opts.Locker,
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -281,6 +286,11 @@ func (a *Authenticator) validate(ctx context.Context, p *provider, tok *Token, r
 		if err := p.jwks.verify(ctx, tok); err != nil {
 			return nil, err
 		}
+	}
+	res, done, release, err := a.awaitCluster(ctx, p, tok)
+	defer release()
+	if done {
+		return res, err
 	}
 	if err := a.userInfo(ctx, p, tok); err != nil {
 		var e *Error

@@ -11,6 +11,7 @@ type metrics struct {
 	flights         prometheus.Counter
 	collapsed       prometheus.Counter
 	signatures      *prometheus.CounterVec // provider, result
+	clusterLocks    *prometheus.CounterVec // result: acquired, waited
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,9 +45,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fhirgate_extauth_signature_checks_total",
 			Help: "Local JWKS signature checks by provider issuer and result (ok or a reason).",
 		}, []string{"provider", "result"}),
+		clusterLocks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirgate_extauth_cluster_lock_total",
+			Help: "Cluster-wide validation locks by result: acquired, or waited (another instance was validating).",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.cache, m.cacheWrites, m.userinfo, m.userinfoSeconds, m.flights, m.collapsed, m.signatures} {
+		for _, c := range []prometheus.Collector{m.cache, m.cacheWrites, m.userinfo, m.userinfoSeconds, m.flights, m.collapsed, m.signatures, m.clusterLocks} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

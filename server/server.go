@@ -93,6 +93,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 	}
 	local := cache.NewMemory(localCacheEntries, opts.Now)
 	s.cache = local
+	var locker extauth.Locker
 	if cfg.RedisURL != "" {
 		shared, err := cache.NewRedis(ctx, cfg.RedisURL)
 		if err != nil {
@@ -100,9 +101,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 			return nil, fmt.Errorf("key redisUrl: %w", err)
 		}
 		s.cache = cache.NewLayered(local, shared, cache.WithInvalidation(""), cache.WithLogger(opts.Logger))
+		locker = shared
 	}
 	s.external, err = extauth.New(cfg.ExternalAuthProviders, extauth.Options{
-		Cache: s.cache, HTTPClient: opts.HTTPClient, Now: opts.Now, Logger: opts.Logger, Registerer: opts.Registerer,
+		Cache: s.cache, Locker: locker, HTTPClient: opts.HTTPClient, Now: opts.Now, Logger: opts.Logger, Registerer: opts.Registerer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("key externalAuthProviders: %w", err)
