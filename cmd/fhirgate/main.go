@@ -27,7 +27,7 @@ import (
 var version = "dev"
 
 const usage = `usage:
-  fhirgate serve [-config FILE]                     run the server
+  fhirgate serve [-config FILE] [-pprof ADDR]       run the server (-pprof: profiling on a loopback address)
   fhirgate bootstrap [-config FILE] -project NAME   create a project and its admin client
   fhirgate version                                  print the version
 `
@@ -78,8 +78,12 @@ func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 func serve(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060); off by default")
 	cfg, err := loadConfig(fs, args)
 	if err != nil {
+		return err
+	}
+	if err := checkPprofAddr(*pprofAddr); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
@@ -103,6 +107,13 @@ func serve(args []string, stderr io.Writer) error {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+	}
+	if *pprofAddr != "" {
+		stopProfiling, err := startPprof(*pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopProfiling()
 	}
 	log.Info("fhirgate listening", "addr", ln.Addr().String(), "baseUrl", cfg.BaseURL, "version", version)
 	served := make(chan error, 1)

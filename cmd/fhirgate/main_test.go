@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -134,4 +136,17 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	if !strings.Contains(log.String(), `"msg":"stopped"`) {
 		t.Fatalf("no clean stop logged:\n%s", log.String())
 	}
+}
+
+func TestPprofOnlyOnLoopback(t *testing.T) {
+	var out, errOut bytes.Buffer
+	cfg := writeConfig(t, "127.0.0.1:1")
+	if code := run([]string{"serve", "-config", cfg, "-pprof", "0.0.0.0:6060"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "not a loopback") {
+		t.Fatalf("pprof on 0.0.0.0: %d %q", code, errOut.String())
+	}
+	stop, err := startPprof("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
 }
