@@ -38,7 +38,6 @@ package extauth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -107,6 +106,7 @@ type Authenticator struct {
 	metrics   *metrics
 	group     singleflight.Group
 	locker    Locker
+	parsed    *parsedMemo
 
 	ctx    context.Context // owns the JWKS refresh goroutines
 	cancel context.CancelFunc
@@ -139,6 +139,7 @@ func New(providers []config.Provider, opts Options) (*Authenticator, error) {
 	if a.log == nil {
 		a.log = slog.Default()
 	}
+	a.parsed = newParsedMemo(a.now)
 	a.client = noRedirectClient(opts.HTTPClient)
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
@@ -223,11 +224,17 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string, resolve Re
 	if resolve == nil {
 		return nil, nil, errors.New("extauth: nil resolve function")
 	}
-	tok, err := a.Parse(raw)
-	if err != nil {
-		return nil, nil, err
+	tok, memoKey := a.parsed.get(raw)
+	if tok == nil {
+		var err error
+		if tok, err = a.Parse(raw); err != nil {
+			return nil, nil, err
+		}
 	}
 	if res, hit, err := a.lookup(ctx, tok); hit {
+		if err == nil {
+			a.parsed.put(memoKey, tok)
+		}
 		return tok, res, err
 	}
 
@@ -254,6 +261,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string, resolve Re
 			return tok, nil, r.Err
 		}
 		res := *r.Val.(*Result) // a copy per caller
+		a.parsed.put(memoKey, tok)
 		return tok, &res, nil
 	case <-ctx.Done():
 		return tok, nil, &Error{Kind: KindUnavailable, Reason: ReasonCanceled, RetryAfter: time.Second, Err: ctx.Err()}
@@ -295,7 +303,7 @@ func (a *Authenticator) validate(ctx context.Context, p *provider, tok *Token, r
 	if err := a.userInfo(ctx, p, tok); err != nil {
 		var e *Error
 		if errors.As(err, &e) && e.negative {
-			a.store(ctx, tok, entry{V: entryVersion, Negative: e.Reason}, NegativeTTL)
+			a.store(ctx, tok, entry{Negative: e.Reason}, NegativeTTL)
 		}
 		return nil, err
 	}
@@ -306,7 +314,7 @@ func (a *Authenticator) validate(ctx context.Context, p *provider, tok *Token, r
 	if res == nil {
 		return nil, errors.New("extauth: resolve returned no result and no error")
 	}
-	a.store(ctx, tok, entry{V: entryVersion, Result: res}, p.cfg.CacheTTL.Duration)
+	a.store(ctx, tok, entry{Result: res}, p.cfg.CacheTTL.Duration)
 	return res, nil
 }
 
@@ -322,17 +330,6 @@ func (a *Authenticator) Forget(ctx context.Context, tok *Token) {
 	a.metrics.cacheWrites.WithLabelValues("ok").Inc()
 }
 
-// entryVersion is the version of the cached JSON; entries of another version
-// are misses.
-const entryVersion = 1
-
-// entry is a cached validation: a Result, or the reason of a negative answer.
-type entry struct {
-	V        int     `json:"v"`
-	Result   *Result `json:"r,omitempty"`
-	Negative string  `json:"n,omitempty"`
-}
-
 // lookup reads tok's cache entry. hit is false on a miss, on a cache error
 // and on an unusable entry; otherwise res or err is the cached outcome.
 func (a *Authenticator) lookup(ctx context.Context, tok *Token) (res *Result, hit bool, err error) {
@@ -346,8 +343,8 @@ func (a *Authenticator) lookup(ctx context.Context, tok *Token) (res *Result, hi
 		a.metrics.cache.WithLabelValues("miss").Inc()
 		return nil, false, nil
 	}
-	var e entry
-	if json.Unmarshal(b, &e) != nil || e.V != entryVersion || (e.Result == nil) == (e.Negative == "") {
+	e, derr := decodeEntry(b)
+	if derr != nil {
 		a.metrics.cache.WithLabelValues("corrupt").Inc()
 		a.log.WarnContext(ctx, "extauth: unusable cache entry ignored", "token", tok)
 		return nil, false, nil
@@ -363,8 +360,7 @@ func (a *Authenticator) lookup(ctx context.Context, tok *Token) (res *Result, hi
 		return nil, true, invalid(ReasonNegativeCache)
 	}
 	a.metrics.cache.WithLabelValues("hit").Inc()
-	r := *e.Result
-	return &r, true, nil
+	return e.Result, true, nil
 }
 
 // store writes e for min(ttl, exp-now); nothing when that is not positive.
@@ -375,7 +371,7 @@ func (a *Authenticator) store(ctx context.Context, tok *Token, e entry, ttl time
 	if ttl <= 0 {
 		return
 	}
-	b, err := json.Marshal(e)
+	b, err := e.encode()
 	if err != nil {
 		a.log.ErrorContext(ctx, "extauth: cannot encode cache entry", "token", tok, "error", err)
 		return

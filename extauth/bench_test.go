@@ -52,7 +52,7 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	a.store(ctx, tok, entry{V: entryVersion, Result: &testResult}, time.Hour)
+	a.store(ctx, tok, entry{Result: &testResult}, time.Hour)
 	resolve := func(context.Context, *Token) (*Result, error) {
 		b.Fatal("resolve called on a cache hit")
 		return nil, nil

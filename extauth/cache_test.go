@@ -100,7 +100,7 @@ func TestCacheHitSkipsIdP(t *testing.T) {
 }
 
 func TestCacheEntryIgnoredWhenUnusable(t *testing.T) {
-	for _, value := range []string{`garbage`, `{"v":2,"r":{"project":"evil"}}`, `{"v":1}`, `{"v":1,"r":{"project":"p"},"n":"x"}`} {
+	for _, value := range []string{"garbage", "v1\nr\np\nm\nPatient/1\nl", "v2", "v2\nr\np\nm\nPatient/1", "v2\nr\np\nm\nPatient/1\nl\nextra", "v2\nn\n", "v2\nx\ny", `{"v":1,"r":{"project":"p"}}`} {
 		t.Run(value, func(t *testing.T) {
 			f := newUserInfoFixture(t, reply(200, "application/json", `{"sub":"alice"}`), nil)
 			tok, err := f.a.Parse(bearerToken)
@@ -238,7 +238,7 @@ func TestRedisTTL(t *testing.T) {
 	if err != nil || !found {
 		t.Fatalf("Get = %v, %v", found, err)
 	}
-	if string(v) != `{"v":1,"r":{"project":"p1","membership":"m1","profile":"Practitioner/1","login":"l1"}}` {
+	if string(v) != "v2\nr\np1\nm1\nPractitioner/1\nl1" {
 		t.Fatalf("cached value = %s", v)
 	}
 

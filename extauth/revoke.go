@@ -15,7 +15,7 @@ const ReasonRevoked = "revoked"
 // the durable part of a revocation; this entry only makes the refusal cheap.
 func (a *Authenticator) Revoke(ctx context.Context, tok *Token) {
 	a.Forget(ctx, tok)
-	a.store(ctx, tok, entry{V: entryVersion, Negative: ReasonRevoked}, tok.Expires.Sub(a.now()))
+	a.store(ctx, tok, entry{Negative: ReasonRevoked}, tok.Expires.Sub(a.now()))
 }
 
 // Hash returns the base64url SHA-256 of the raw token: the identifier under
