@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fhirgate/fhirgate/cache"
 	"github.com/fhirgate/fhirgate/fhir"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 )
@@ -29,8 +30,9 @@ var ErrProjectNotFound = errors.New("membership: project not found")
 
 // Service implements the membership operations on top of a fhir.Store.
 type Service struct {
-	store fhir.Store
+	store fhir.Store // a watchedStore over the database
 	now   func() time.Time
+	state cache.Cache // state records of the auth chain; nil: none
 }
 
 // New returns a Service. now may be nil (time.Now).
@@ -38,7 +40,9 @@ func New(store fhir.Store, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{store: store, now: now}
+	s := &Service{now: now}
+	s.store = watchedStore{Store: store, s: s}
+	return s
 }
 
 // Bootstrapped is what Bootstrap returns; the secret is shown once and only
@@ -210,6 +214,13 @@ func reference(typ, id, display string) models.Reference {
 		r.Display = &display
 	}
 	return r
+}
+
+func refString(r models.Reference) string {
+	if r.Reference == nil {
+		return ""
+	}
+	return *r.Reference
 }
 
 func splitReference(r models.Reference) (typ, id string, ok bool) {

@@ -22,7 +22,7 @@ type fixture struct {
 	practitionerM, inactiveM string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	store, err := fhir.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "db"))
@@ -69,7 +69,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func (f *fixture) project(t *testing.T, name string) string {
+func (f *fixture) project(t testing.TB, name string) string {
 	out, err := f.svc.Bootstrap(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func (f *fixture) project(t *testing.T, name string) string {
 	return out.ProjectID
 }
 
-func (f *fixture) setIdentifier(t *testing.T, project, typ, id, system, value string) {
+func (f *fixture) setIdentifier(t testing.TB, project, typ, id, system, value string) {
 	ctx := context.Background()
 	rec, err := f.store.Read(ctx, project, typ, id)
 	if err != nil {
@@ -93,7 +93,7 @@ func (f *fixture) setIdentifier(t *testing.T, project, typ, id, system, value st
 	}
 }
 
-func (f *fixture) deactivate(t *testing.T, membershipID string) {
+func (f *fixture) deactivate(t testing.TB, membershipID string) {
 	ctx := context.Background()
 	rec, err := f.store.ReadAny(ctx, fhir.TypeProjectMembership, membershipID)
 	if err != nil {

@@ -122,23 +122,23 @@ func (ch *Chain) local(ctx context.Context, raw string) (*caller.Caller, *failur
 	if err != nil {
 		return nil, &failure{status: http.StatusUnauthorized, reason: "local_token", err: err}
 	}
-	login, err := ch.members.Login(ctx, claims.LoginID)
+	login, err := ch.members.LoginState(ctx, claims.LoginID)
 	if err != nil {
 		return nil, storeFailure(err, "login_not_found")
 	}
 	if login.Revoked || login.Membership != claims.Membership {
 		return nil, refuse("login_revoked")
 	}
-	m, err := ch.members.Membership(ctx, claims.Membership)
+	m, err := ch.members.MembershipState(ctx, claims.Membership)
 	if err != nil {
 		return nil, storeFailure(err, "membership_not_found")
 	}
-	if !m.IsActive() || membership.ProjectOf(m) != claims.Project {
+	if !m.Active || m.Project != claims.Project {
 		return nil, refuse("membership_inactive")
 	}
 	return &caller.Caller{
 		Project:    claims.Project,
-		Membership: m.ID,
+		Membership: claims.Membership,
 		Profile:    claims.Profile,
 		Login:      claims.LoginID,
 		ClientID:   claims.ClientID,
@@ -162,7 +162,7 @@ func (ch *Chain) externalToken(c *gin.Context, raw string) (*caller.Caller, *fai
 	// Every request re-reads the Login and the membership, cached or not: a
 	// revocation, a deactivated or deleted membership stop working at once,
 	// on every instance.
-	login, err := ch.members.Login(ctx, res.Login)
+	login, err := ch.members.LoginState(ctx, res.Login)
 	if err != nil {
 		return nil, storeFailure(err, "login_not_found")
 	}
@@ -170,17 +170,17 @@ func (ch *Chain) externalToken(c *gin.Context, raw string) (*caller.Caller, *fai
 		ch.external.Revoke(ctx, tok)
 		return nil, refuse("login_revoked")
 	}
-	m, err := ch.members.Membership(ctx, res.Membership)
-	if err != nil || !m.IsActive() {
-		if err == nil || errors.Is(err, fhir.ErrNotFound) || errors.Is(err, fhir.ErrGone) {
-			ch.external.Forget(ctx, tok)
-			return nil, refuse("membership_inactive")
-		}
-		return nil, storeFailure(err, "membership_not_found")
+	m, err := ch.members.MembershipState(ctx, res.Membership)
+	if err != nil && !errors.Is(err, fhir.ErrNotFound) && !errors.Is(err, fhir.ErrGone) {
+		return nil, storeFailure(err, "")
+	}
+	if err != nil || !m.Active {
+		ch.external.Forget(ctx, tok)
+		return nil, refuse("membership_inactive")
 	}
 	return &caller.Caller{
 		Project:    res.Project,
-		Membership: m.ID,
+		Membership: res.Membership,
 		Profile:    res.Profile,
 		Login:      res.Login,
 		Admin:      m.Admin,

@@ -204,3 +204,24 @@ func TestKeyIDIsRFC7638Thumbprint(t *testing.T) {
 }
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// TestVerifyMemoRespectsExpiry: a token verified (and memoized) once is
+// refused once it has expired.
+func TestVerifyMemoRespectsExpiry(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := now
+	iss := newTestIssuer(t, func() time.Time { return clock })
+	tok, _, err := iss.Sign(grant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := iss.Verify(tok); err != nil {
+			t.Fatalf("verify %d: %v", i, err)
+		}
+	}
+	clock = now.Add(time.Hour + verifyLeeway + time.Second)
+	if _, err := iss.Verify(tok); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("an expired memoized token was accepted: %v", err)
+	}
+}

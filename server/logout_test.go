@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"time"
 	"testing"
 
 	"github.com/fhirgate/fhirgate/cache"
@@ -74,5 +75,42 @@ func TestLogoutRevokesExternalTokenEverywhere(t *testing.T) {
 	assertRefused(t, c.Do(t, http.MethodGet, "fhir/R4/"+a.alice, ext, nil))
 	if !strings.Contains(c.Logs.String(), `"auth_reason":"login_revoked"`) {
 		t.Fatalf("refused for another reason than the revocation:\n%s", c.Logs.String())
+	}
+}
+
+// TestDeactivationReachesEveryInstance: two instances share Redis and the
+// database; both have the token's validation and the membership's state in
+// their in-process caches; a deactivation through one is honoured by the
+// other within one second.
+func TestDeactivationReachesEveryInstance(t *testing.T) {
+	rs := testredis.Start(t)
+	a := startExt(t, testserver.WithRedis(rs.URL()))
+	b := testserver.Start(t, testserver.SharedWith(a.Env))
+	ext := a.token(map[string]any{"sub": "bob"})
+	for _, env := range []*testserver.Env{a.Env, b, a.Env, b} {
+		if r := env.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil); r.Status != http.StatusOK {
+			t.Fatalf("before deactivation: %d %s", r.Status, r.Body)
+		}
+	}
+	r := a.Do(t, http.MethodGet, "fhir/R4/ProjectMembership?external-id=bob", a.project.AdminToken, nil)
+	var bundle struct {
+		Entry []struct{ Resource map[string]any }
+	}
+	r.JSON(t, &bundle)
+	m := bundle.Entry[0].Resource
+	m["active"] = false
+	if r := a.Do(t, http.MethodPut, "fhir/R4/ProjectMembership/"+m["id"].(string), a.project.AdminToken, m); r.Status != http.StatusOK {
+		t.Fatalf("deactivate: %d %s", r.Status, r.Body)
+	}
+	assertRefused(t, a.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil))
+	deadline := time.Now().Add(time.Second)
+	for {
+		r := b.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil)
+		if r.Status == http.StatusUnauthorized {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance b still accepts the token of a deactivated membership after 1s: %d", r.Status)
+		}
 	}
 }

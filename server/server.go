@@ -109,7 +109,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 	if err != nil {
 		return nil, fmt.Errorf("key externalAuthProviders: %w", err)
 	}
-	members := membership.New(s.store, opts.Now)
+	members := membership.New(s.store, opts.Now).WithCache(s.cache)
 	s.members = members
 	oauthHandler, err := oauth.NewHandler(issuer, members, opts.Logger)
 	if err != nil {
@@ -122,7 +122,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 	chain := middleware.NewChain(issuer, s.external, members, opts.Logger, metrics)
 	fhirBase := cfg.BaseURL + "fhir/R4"
 	s.gatherer = gathererOf(opts.Registerer)
-	rest := fhir.NewHandler(s.store, fhirBase)
+	// The FHIR API writes memberships through the membership service's
+	// store, so the auth chain's cached state follows every change.
+	rest := fhir.NewHandler(members.Store(), fhirBase)
 	s.engine = s.routes(chain, metrics, oauthHandler, membership.NewAdminHandler(members, fhirBase, opts.Logger), rest)
 	if opts.BenchmarkCaller != nil {
 		rest.Register(s.engine.Group("/_bench/noauth/fhir/R4", func(c *gin.Context) {
