@@ -4,8 +4,8 @@ import (
 	"context"
 	"net/http"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/fhirgate/fhirgate/cache"
 	"github.com/fhirgate/fhirgate/internal/testredis"
