@@ -197,7 +197,7 @@ func paramCondition(typ, name string, values []string) (string, []any, error) {
 	switch {
 	case name == "_id":
 		for _, v := range values {
-			args = append(args, unescapeValue(v))
+			args = append(args, unescapeSearch(v))
 		}
 		return "r.id IN (" + placeholders(len(values)) + ")", args, nil
 
@@ -227,28 +227,28 @@ func paramCondition(typ, name string, values []string) (string, []any, error) {
 	case name == "name" && IsProfileType(typ):
 		for _, v := range values {
 			ors = append(ors, `n.part LIKE ? ESCAPE '\'`)
-			args = append(args, escapeLike(strings.ToLower(unescapeValue(v)))+"%")
+			args = append(args, escapeLike(strings.ToLower(unescapeSearch(v)))+"%")
 		}
 		return "EXISTS (SELECT 1 FROM name_index n WHERE n.type = r.type AND n.id = r.id AND (" +
 			strings.Join(ors, " OR ") + "))", args, nil
 
 	case name == "profile" && typ == TypeProjectMembership:
 		for _, v := range values {
-			args = append(args, unescapeValue(v))
+			args = append(args, unescapeSearch(v))
 		}
 		return "EXISTS (SELECT 1 FROM memberships m WHERE m.id = r.id AND m.profile IN (" +
 			placeholders(len(values)) + "))", args, nil
 
 	case name == "external-id" && typ == TypeProjectMembership:
 		for _, v := range values {
-			args = append(args, unescapeValue(v))
+			args = append(args, unescapeSearch(v))
 		}
 		return "EXISTS (SELECT 1 FROM memberships m WHERE m.id = r.id AND m.external_id IN (" +
 			placeholders(len(values)) + "))", args, nil
 
 	case name == "active" && typ == TypeProjectMembership:
 		for _, v := range values {
-			b, err := strconv.ParseBool(unescapeValue(v))
+			b, err := strconv.ParseBool(unescapeSearch(v))
 			if err != nil || (v != "true" && v != "false") {
 				return "", nil, fmt.Errorf("%w: active=%q (want true or false)", ErrUnsupportedParam, v)
 			}
@@ -259,7 +259,7 @@ func paramCondition(typ, name string, values []string) (string, []any, error) {
 
 	case name == "token-hash" && typ == TypeLogin:
 		for _, v := range values {
-			args = append(args, unescapeValue(v))
+			args = append(args, unescapeSearch(v))
 		}
 		return "EXISTS (SELECT 1 FROM logins l WHERE l.id = r.id AND l.token_hash IN (" +
 			placeholders(len(values)) + "))", args, nil
@@ -276,7 +276,7 @@ func paramCondition(typ, name string, values []string) (string, []any, error) {
 
 	case name == "membership" && typ == TypeLogin:
 		for _, v := range values {
-			args = append(args, strings.TrimPrefix(unescapeValue(v), TypeProjectMembership+"/"))
+			args = append(args, strings.TrimPrefix(unescapeSearch(v), TypeProjectMembership+"/"))
 		}
 		return "EXISTS (SELECT 1 FROM logins l WHERE l.id = r.id AND l.membership IN (" +
 			placeholders(len(values)) + "))", args, nil
@@ -304,10 +304,10 @@ func splitParamValues(p Param) ([]string, error) {
 func splitToken(v string) (system, value string, hasBar bool) {
 	parts := splitUnescaped(v, '|')
 	if len(parts) == 1 {
-		return "", unescapeValue(v), false
+		return "", unescapeSearch(v), false
 	}
 	rest := strings.Join(parts[1:], "|")
-	return unescapeValue(parts[0]), unescapeValue(rest), true
+	return unescapeSearch(parts[0]), unescapeSearch(rest), true
 }
 
 // splitUnescaped splits s on every sep not preceded by a backslash escape,
@@ -325,21 +325,6 @@ func splitUnescaped(s string, sep byte) []string {
 		}
 	}
 	return append(parts, s[start:])
-}
-
-// unescapeValue removes FHIR search escapes ("\," → ",", "\\" → "\").
-func unescapeValue(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+1 < len(s) {
-			i++
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // escapeLike escapes the LIKE wildcards of s for use with ESCAPE '\'.
