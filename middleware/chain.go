@@ -44,6 +44,10 @@ func NewChain(issuer *oauth.Issuer, external *extauth.Authenticator, members *me
 // refusal for the request log.
 const ctxKeyReason = "fhirgate.auth_reason"
 
+// ctxKeyAuthError holds the underlying error of a refusal (never token
+// material) for the request log.
+const ctxKeyAuthError = "fhirgate.auth_error"
+
 // ctxKeyExternalToken holds the *extauth.Token of an external caller, for logout.
 const ctxKeyExternalToken = "fhirgate.external_token"
 
@@ -275,13 +279,15 @@ func (ch *Chain) fail(c *gin.Context, f *failure) {
 			secs = 30
 		}
 		c.Header("Retry-After", strconv.Itoa(secs))
-		ch.log.WarnContext(ctx, "authentication unavailable", "reason", f.reason, "error", errString(f.err))
+		ch.log.WarnContext(ctx, "authentication unavailable", "request_id", RequestID(c), "reason", f.reason, "error", errString(f.err))
 		fhir.WriteError(c, f.status, models.IssueTypeTransient, "the identity provider or database is unavailable; retry after "+strconv.Itoa(secs)+" seconds")
 	case http.StatusInternalServerError:
 		ch.log.ErrorContext(ctx, "authentication failed with an internal error", "error", errString(f.err), "request_id", RequestID(c))
 		fhir.WriteError(c, f.status, models.IssueTypeException, "internal error (request id "+RequestID(c)+")")
 	default:
-		ch.log.InfoContext(ctx, "authentication refused", "reason", f.reason, "error", errString(f.err))
+		if f.err != nil {
+			c.Set(ctxKeyAuthError, f.err.Error())
+		}
 		c.Header("WWW-Authenticate", `Bearer realm="fhirgate", error="invalid_token"`)
 		fhir.WriteError(c, http.StatusUnauthorized, models.IssueTypeLogin, "authentication failed")
 	}

@@ -48,6 +48,9 @@ func RequestLog(log *slog.Logger) gin.HandlerFunc {
 		if reason := c.GetString(ctxKeyReason); reason != "" {
 			attrs = append(attrs, slog.String("auth_reason", reason))
 		}
+		if detail := c.GetString(ctxKeyAuthError); detail != "" {
+			attrs = append(attrs, slog.String("auth_error", detail))
+		}
 		log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
 	}
 }
