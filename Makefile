@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 5m
 
-.PHONY: run test build vet fuzz devidp clean
+.PHONY: run test build bench bench-postgres fuzz devidp clean
 
 ## run: build and serve with config.example.json on the embedded default (SQLite, in-process cache)
 run: build
@@ -19,6 +19,15 @@ build:
 test:
 	$(GO) vet ./...
 	./scripts/test-env.sh $(GO) test -race -count=1 ./...
+
+## bench: the load tool: server, test IdP (20 ms) and a private Redis on loopback; prints one table.
+##        BENCHFLAGS passes flags, e.g. BENCHFLAGS="-json bench.json -memory-tokens 100000"
+bench:
+	$(GO) run ./cmd/fhirgate-bench $(BENCHFLAGS)
+
+## bench-postgres: the same on a throwaway PostgreSQL database (provided like `make test` does)
+bench-postgres:
+	./scripts/test-env.sh ./scripts/bench-postgres.sh $(BENCHFLAGS)
 
 ## fuzz: run each fuzz target for FUZZTIME (default 5m)
 fuzz:

@@ -390,6 +390,12 @@ func noRedirectClient(c *http.Client) *http.Client {
 	var out http.Client
 	if c != nil {
 		out = *c
+	} else {
+		// The default transport keeps 2 idle connections per host: under
+		// concurrent cold validations every other call would dial anew.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		out.Transport = t
 	}
 	out.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &out

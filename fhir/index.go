@@ -191,6 +191,13 @@ func buildSearchFilter(q Query) (searchFilter, error) {
 }
 
 // paramCondition returns the SQL condition for one parameter whose values are OR'ed.
+//
+// Selective parameters (identifier, name, profile, external-id, token-hash,
+// membership) become uncorrelated "r.id IN (SELECT ...)" subqueries, which the
+// planners answer from the index of the search table, so a look-up costs the
+// same with ten rows or ten million. The boolean filters (active, revoked)
+// match most rows; they stay correlated EXISTS probes by primary key on the
+// rows the other conditions selected.
 func paramCondition(typ, name string, values []string) (string, []any, error) {
 	var args []any
 	var ors []string
@@ -221,29 +228,29 @@ func paramCondition(typ, name string, values []string) (string, []any, error) {
 				args = append(args, sys, val)
 			}
 		}
-		return "EXISTS (SELECT 1 FROM identifier_index i WHERE i.type = r.type AND i.id = r.id AND (" +
-			strings.Join(ors, " OR ") + "))", args, nil
+		return "r.id IN (SELECT i.id FROM identifier_index i WHERE i.type = ? AND (" +
+			strings.Join(ors, " OR ") + "))", append([]any{typ}, args...), nil
 
 	case name == "name" && IsProfileType(typ):
 		for _, v := range values {
 			ors = append(ors, `n.part LIKE ? ESCAPE '\'`)
 			args = append(args, escapeLike(strings.ToLower(unescapeSearch(v)))+"%")
 		}
-		return "EXISTS (SELECT 1 FROM name_index n WHERE n.type = r.type AND n.id = r.id AND (" +
-			strings.Join(ors, " OR ") + "))", args, nil
+		return "r.id IN (SELECT n.id FROM name_index n WHERE n.type = ? AND (" +
+			strings.Join(ors, " OR ") + "))", append([]any{typ}, args...), nil
 
 	case name == "profile" && typ == TypeProjectMembership:
 		for _, v := range values {
 			args = append(args, unescapeSearch(v))
 		}
-		return "EXISTS (SELECT 1 FROM memberships m WHERE m.id = r.id AND m.profile IN (" +
+		return "r.id IN (SELECT m.id FROM memberships m WHERE m.profile IN (" +
 			placeholders(len(values)) + "))", args, nil
 
 	case name == "external-id" && typ == TypeProjectMembership:
 		for _, v := range values {
 			args = append(args, unescapeSearch(v))
 		}
-		return "EXISTS (SELECT 1 FROM memberships m WHERE m.id = r.id AND m.external_id IN (" +
+		return "r.id IN (SELECT m.id FROM memberships m WHERE m.external_id IN (" +
 			placeholders(len(values)) + "))", args, nil
 
 	case name == "active" && typ == TypeProjectMembership:
@@ -261,7 +268,7 @@ func paramCondition(typ, name string, values []string) (string, []any, error) {
 		for _, v := range values {
 			args = append(args, unescapeSearch(v))
 		}
-		return "EXISTS (SELECT 1 FROM logins l WHERE l.id = r.id AND l.token_hash IN (" +
+		return "r.id IN (SELECT l.id FROM logins l WHERE l.token_hash IN (" +
 			placeholders(len(values)) + "))", args, nil
 
 	case name == "revoked" && typ == TypeLogin:
@@ -278,7 +285,7 @@ func paramCondition(typ, name string, values []string) (string, []any, error) {
 		for _, v := range values {
 			args = append(args, strings.TrimPrefix(unescapeSearch(v), TypeProjectMembership+"/"))
 		}
-		return "EXISTS (SELECT 1 FROM logins l WHERE l.id = r.id AND l.membership IN (" +
+		return "r.id IN (SELECT l.id FROM logins l WHERE l.membership IN (" +
 			placeholders(len(values)) + "))", args, nil
 	}
 	return "", nil, fmt.Errorf("%w: %q for %s", ErrUnsupportedParam, name, typ)

@@ -258,7 +258,7 @@ func storeFailure(err error, notFoundReason string) *failure {
 	switch {
 	case notFoundReason != "" && (errors.Is(err, fhir.ErrNotFound) || errors.Is(err, fhir.ErrGone)):
 		return refuse(notFoundReason)
-	case errors.Is(err, fhir.ErrUnavailable):
+	case errors.Is(err, fhir.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return &failure{status: http.StatusServiceUnavailable, reason: "database_unavailable", retryAfter: 5 * time.Second, err: err}
 	}
 	return &failure{status: http.StatusInternalServerError, reason: "internal", err: err}

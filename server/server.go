@@ -26,8 +26,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// localCacheEntries bounds the in-process cache (validated tokens).
-const localCacheEntries = 100_000
+// LocalCacheEntries bounds the in-process cache layer (validated tokens and
+// the auth chain's state records).
+const LocalCacheEntries = 100_000
 
 // Options are the parts a caller may supply instead of the defaults.
 type Options struct {
@@ -42,6 +43,10 @@ type Options struct {
 	// returns: the no-auth baseline of the load tool. Only the benchmark sets
 	// it; no configuration key or flag can turn it on.
 	BenchmarkCaller func() *caller.Caller
+	// DisableLocalCache leaves out the in-process layer in front of Redis
+	// (every cached request then costs a Redis round trip): only the load
+	// tool sets it, to show what the layer buys.
+	DisableLocalCache bool
 	// Registerer receives the metrics and, when it is also a Gatherer (a
 	// *prometheus.Registry), is served at /metrics; default: a new registry
 	// with the Go and process collectors.
@@ -91,7 +96,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 	if s.store, err = fhir.Open(ctx, cfg.Database); err != nil {
 		return nil, fmt.Errorf("key database: %w", err)
 	}
-	local := cache.NewMemory(localCacheEntries, opts.Now)
+	local := cache.NewMemory(LocalCacheEntries, opts.Now)
 	s.cache = local
 	var locker extauth.Locker
 	if cfg.RedisURL != "" {
@@ -101,6 +106,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 			return nil, fmt.Errorf("key redisUrl: %w", err)
 		}
 		s.cache = cache.NewLayered(local, shared, cache.WithInvalidation(""), cache.WithLogger(opts.Logger))
+		if opts.DisableLocalCache {
+			local.Close()
+			s.cache = shared
+		}
 		locker = shared
 	}
 	s.external, err = extauth.New(cfg.ExternalAuthProviders, extauth.Options{
