@@ -82,9 +82,16 @@ func (ch *Chain) Authenticate(c *gin.Context) {
 	var cl *caller.Caller
 	var f *failure
 	kind := "external"
-	if ch.isLocal(raw) {
+	if claims := ch.issuer.Remembered(raw); claims != nil {
 		kind = "local"
-		cl, f = ch.local(c.Request.Context(), raw)
+		cl, f = ch.local(c.Request.Context(), claims)
+	} else if ch.isLocal(raw) {
+		kind = "local"
+		if claims, err := ch.issuer.Verify(raw); err != nil {
+			f = &failure{status: http.StatusUnauthorized, reason: "local_token", err: err}
+		} else {
+			cl, f = ch.local(c.Request.Context(), claims)
+		}
 	} else {
 		cl, f = ch.externalToken(c, raw)
 	}
@@ -120,12 +127,8 @@ func (ch *Chain) isLocal(raw string) bool {
 	return json.Unmarshal(data, &claims) == nil && claims.Iss == ch.issuer.IssuerURL()
 }
 
-// local is step 2: our own token, its Login and its membership.
-func (ch *Chain) local(ctx context.Context, raw string) (*caller.Caller, *failure) {
-	claims, err := ch.issuer.Verify(raw)
-	if err != nil {
-		return nil, &failure{status: http.StatusUnauthorized, reason: "local_token", err: err}
-	}
+// local is step 2 after the signature check: the token's Login and membership.
+func (ch *Chain) local(ctx context.Context, claims *oauth.Claims) (*caller.Caller, *failure) {
 	login, err := ch.members.LoginState(ctx, claims.LoginID)
 	if err != nil {
 		return nil, storeFailure(err, "login_not_found")
