@@ -66,13 +66,14 @@ func refuse(reason string) *failure { return &failure{status: http.StatusUnautho
 func (ch *Chain) Authenticate(c *gin.Context) {
 	raw, err := bearerToken(c.Request.Header)
 	if err != nil {
-		ch.metrics.authResult("none", "no_credentials")
 		switch err {
 		case errNoCredentials:
+			ch.metrics.authResult("none", "no_credentials")
 			c.Set(ctxKeyReason, "no_credentials")
 			c.Header("WWW-Authenticate", `Bearer realm="fhirgate"`)
 			fhir.WriteError(c, http.StatusUnauthorized, models.IssueTypeLogin, "authentication required: send Authorization: Bearer <token>")
 		default:
+			ch.metrics.authResult("none", "malformed_header")
 			c.Set(ctxKeyReason, "malformed_header")
 			c.Header("WWW-Authenticate", `Bearer realm="fhirgate", error="invalid_request"`)
 			fhir.WriteError(c, http.StatusBadRequest, models.IssueTypeInvalid, "malformed Authorization header: "+err.Error())

@@ -350,3 +350,37 @@ func cacheKey(issuer, token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return extauth.CacheKeyPrefix + issuer + ":" + base64.RawURLEncoding.EncodeToString(sum[:])
 }
+
+// TestMetrics: /metrics reports requests by route, auth results by reason,
+// cache lookups, userinfo calls by provider and status, and collapses.
+func TestMetrics(t *testing.T) {
+	e := startExt(t)
+	tok := e.token(map[string]any{"sub": "alice"})
+	e.Do(t, http.MethodGet, "oauth2/userinfo", tok, nil)
+	e.Do(t, http.MethodGet, "oauth2/userinfo", tok, nil)
+	e.Do(t, http.MethodGet, "oauth2/userinfo", "", nil)
+	e.Do(t, http.MethodGet, "oauth2/userinfo", e.token(map[string]any{"sub": "carol"}), nil)
+	r := e.Do(t, http.MethodGet, "metrics", "", nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("metrics: %d", r.Status)
+	}
+	body := string(r.Body)
+	for _, want := range []string{
+		`fhirgate_http_requests_total{method="GET",route="/oauth2/userinfo",status="200"} 2`,
+		`fhirgate_auth_results_total{kind="external",result="ok"} 2`,
+		`fhirgate_auth_results_total{kind="none",result="no_credentials"} 1`,
+		`fhirgate_auth_results_total{kind="external",result="membership_not_found"} 1`,
+		`fhirgate_extauth_cache_lookups_total{result="hit"}`,
+		`fhirgate_extauth_userinfo_requests_total{provider="` + e.idp.Issuer() + `",status="200"} 2`,
+		`fhirgate_extauth_userinfo_duration_seconds_count{provider="` + e.idp.Issuer() + `"} 2`,
+		`fhirgate_extauth_singleflight_collapsed_total`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(body, tok) {
+		t.Fatal("a token in the metrics")
+	}
+}
