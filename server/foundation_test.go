@@ -297,3 +297,38 @@ func TestSigningKeyFileMode(t *testing.T) {
 		t.Fatalf("signing key mode %v, want 0600", info.Mode().Perm())
 	}
 }
+
+// TestLoginRecordsPeerAddress: a Login records the peer's address, not a
+// forged X-Forwarded-For, and never the secret.
+func TestLoginRecordsPeerAddress(t *testing.T) {
+	env := testserver.Start(t)
+	p := env.Bootstrap(t, "Demo")
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {p.ClientID}, "client_secret": {p.ClientSecret}}
+	req, _ := http.NewRequest(http.MethodPost, env.URL+"oauth2/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Forwarded-For", "203.0.113.66")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("token: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	ctx := context.Background()
+	store, err := fhir.Open(ctx, env.Config.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	recs, _, err := store.Search(ctx, fhir.Query{Type: fhir.TypeLogin, AllProjects: true, Count: 10})
+	if err != nil || len(recs) != 2 { // the bootstrap token's Login and this one
+		t.Fatalf("logins: %d %v", len(recs), err)
+	}
+	for _, rec := range recs {
+		body := string(rec.Body)
+		if strings.Contains(body, "203.0.113.66") || !strings.Contains(body, `"remoteAddress":"127.0.0.1"`) {
+			t.Fatalf("Login remote address: %s", body)
+		}
+		if strings.Contains(body, p.ClientSecret) {
+			t.Fatal("a Login holds the client secret")
+		}
+	}
+}

@@ -146,6 +146,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (srv *Server, er
 func (s *Server) routes(chain *middleware.Chain, metrics *middleware.Metrics, oauthHandler *oauth.Handler, admin *membership.AdminHandler, rest *fhir.Handler) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
+	// X-Forwarded-For is trusted from nobody: the remote address recorded in
+	// a Login is the peer's, never a header a client can forge.
+	_ = r.SetTrustedProxies(nil)
 	r.ContextWithFallback = true
 	r.HandleMethodNotAllowed = true
 	r.Use(middleware.RequestLog(s.log), metrics.Handler, middleware.Recover(s.log))
