@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -80,6 +81,10 @@ func (d *dialect) wrap(op string, err error) error {
 type sqlStore struct {
 	db *sql.DB
 	d  *dialect
+	// rowStmts holds the prepared single-row reads (Read, ReadAny and the
+	// like), by query text: the reads of every request, which SQLite would
+	// otherwise parse anew each time. The set of texts is small and fixed.
+	rowStmts sync.Map // string → *sql.Stmt
 }
 
 // queryer is what *sql.DB and *sql.Tx have in common.
@@ -98,11 +103,31 @@ type sqlOps struct {
 	// transactions are serialised anyway), so read-then-write transactions
 	// behave the same on both databases and never lose an update.
 	inTx bool
+	// store is set outside transactions: single-row reads then use its
+	// prepared statements.
+	store *sqlStore
 }
 
 var _ Store = (*sqlStore)(nil)
 
-func (s *sqlStore) ops() *sqlOps { return &sqlOps{q: s.db, d: s.d} }
+func (s *sqlStore) ops() *sqlOps { return &sqlOps{q: s.db, d: s.d, store: s} }
+
+// rowStmt returns the prepared statement for a single-row read, preparing it
+// on first use; nil when preparing fails (the caller then runs the text).
+func (s *sqlStore) rowStmt(ctx context.Context, query string) *sql.Stmt {
+	if st, ok := s.rowStmts.Load(query); ok {
+		return st.(*sql.Stmt)
+	}
+	st, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	if prev, loaded := s.rowStmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt)
+	}
+	return st
+}
 
 // Create implements Ops; the write is atomic (its own transaction).
 func (s *sqlStore) Create(ctx context.Context, rec *Record) error {
@@ -187,7 +212,13 @@ func (s *sqlStore) Ping(ctx context.Context) error {
 }
 
 // Close implements Store.
-func (s *sqlStore) Close() error { return s.db.Close() }
+func (s *sqlStore) Close() error {
+	s.rowStmts.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
+	return s.db.Close()
+}
 
 var (
 	storeIDPattern   = regexp.MustCompile(`^[A-Za-z0-9\-\.]{1,64}$`)
@@ -218,6 +249,11 @@ func (o *sqlOps) query(ctx context.Context, query string, args ...any) (*sql.Row
 func (o *sqlOps) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	if o.d.rebind != nil {
 		query = o.d.rebind(query)
+	}
+	if o.store != nil {
+		if st := o.store.rowStmt(ctx, query); st != nil {
+			return st.QueryRowContext(ctx, args...)
+		}
 	}
 	return o.q.QueryRowContext(ctx, query, args...)
 }
