@@ -359,7 +359,7 @@ func (a *Authenticator) lookup(ctx context.Context, tok *Token) (res *Result, hi
 		a.metrics.cache.WithLabelValues("negative").Inc()
 		return nil, true, invalid(ReasonNegativeCache)
 	}
-	a.metrics.cache.WithLabelValues("hit").Inc()
+	a.metrics.cacheHit.Inc()
 	return e.Result, true, nil
 }
 

@@ -5,6 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are the Prometheus collectors of one Authenticator.
 type metrics struct {
 	cache           *prometheus.CounterVec   // result: hit, negative, miss, error, corrupt
+	cacheHit        prometheus.Counter       // cache{result="hit"}, resolved once for the hot path
 	cacheWrites     *prometheus.CounterVec   // result: ok, error
 	userinfo        *prometheus.CounterVec   // provider, status
 	userinfoSeconds *prometheus.HistogramVec // provider
@@ -50,6 +51,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Cluster-wide validation locks by result: acquired, or waited (another instance was validating).",
 		}, []string{"result"}),
 	}
+	m.cacheHit = m.cache.WithLabelValues("hit")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.cache, m.cacheWrites, m.userinfo, m.userinfoSeconds, m.flights, m.collapsed, m.signatures, m.clusterLocks} {
 			if err := reg.Register(c); err != nil {

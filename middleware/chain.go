@@ -7,13 +7,10 @@ package middleware
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/fhirgate/fhirgate/caller"
@@ -83,10 +80,7 @@ func (ch *Chain) Authenticate(c *gin.Context) {
 	var cl *caller.Caller
 	var f *failure
 	kind := "external"
-	if claims := ch.issuer.Remembered(raw); claims != nil {
-		kind = "local"
-		cl, f = ch.local(c.Request.Context(), claims)
-	} else if ch.isLocal(raw) {
+	if ch.issuer.LooksLocal(raw) {
 		kind = "local"
 		if claims, err := ch.issuer.Verify(raw); err != nil {
 			f = &failure{status: http.StatusUnauthorized, reason: "local_token", err: err}
@@ -104,28 +98,6 @@ func (ch *Chain) Authenticate(c *gin.Context) {
 	ch.metrics.authResult(kind, "ok")
 	c.Request = c.Request.WithContext(caller.With(c.Request.Context(), cl))
 	c.Next()
-}
-
-// isLocal reports whether the unverified iss of raw is our own issuer. A
-// wrong answer is harmless: the local path verifies the signature, the
-// external path matches issuers exactly.
-func (ch *Chain) isLocal(raw string) bool {
-	_, rest, ok := strings.Cut(raw, ".")
-	if !ok {
-		return false
-	}
-	payload, _, ok := strings.Cut(rest, ".")
-	if !ok || len(payload) > extauth.MaxTokenSize {
-		return false
-	}
-	data, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		return false
-	}
-	var claims struct {
-		Iss string `json:"iss"`
-	}
-	return json.Unmarshal(data, &claims) == nil && claims.Iss == ch.issuer.IssuerURL()
 }
 
 // local is step 2 after the signature check: the token's Login and membership.

@@ -7,9 +7,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/MicahParks/jwkset"
@@ -47,9 +50,12 @@ type Issuer struct {
 	key      *ecdsa.PrivateKey
 	jwk      jwkset.JWKMarshal
 	issuer   string // our iss, the configured baseUrl
-	audience string // {baseUrl}fhir/R4
-	lifetime time.Duration
-	now      func() time.Time
+	// payloadPrefix is how the payload segment of every token we sign
+	// begins: base64url of `{"iss":"<issuer>",` cut to whole 3-byte groups.
+	payloadPrefix string
+	audience      string // {baseUrl}fhir/R4
+	lifetime      time.Duration
+	now           func() time.Time
 }
 
 // NewIssuer returns an Issuer for baseURL (ending in "/") signing with key;
@@ -62,10 +68,26 @@ func NewIssuer(key *ecdsa.PrivateKey, baseURL string, lifetime time.Duration, no
 	if now == nil {
 		now = time.Now
 	}
+	head, err := json.Marshal(baseURL)
+	if err != nil {
+		return nil, err
+	}
+	prefix := `{"iss":` + string(head) + ","
+	prefix = prefix[:len(prefix)-len(prefix)%3]
 	return &Issuer{
-		verified: cache.NewLocal[*Claims](verifiedMemoEntries, now),
-		key:      key, jwk: jwk, issuer: baseURL, audience: baseURL + "fhir/R4", lifetime: lifetime, now: now,
+		payloadPrefix: base64.RawURLEncoding.EncodeToString([]byte(prefix)),
+		verified:      cache.NewLocal[*Claims](verifiedMemoEntries, now),
+		key:           key, jwk: jwk, issuer: baseURL, audience: baseURL + "fhir/R4", lifetime: lifetime, now: now,
 	}, nil
+}
+
+// LooksLocal reports, without decoding anything, whether raw is shaped like
+// one of our tokens: its payload segment starts the way every payload we sign
+// does. It routes a token to Verify or to the external path; it proves
+// nothing, and a wrong answer only sends a token to a check it fails.
+func (i *Issuer) LooksLocal(raw string) bool {
+	_, rest, ok := strings.Cut(raw, ".")
+	return ok && strings.HasPrefix(rest, i.payloadPrefix)
 }
 
 // IssuerURL is the iss of our tokens.
@@ -147,15 +169,6 @@ func (i *Issuer) Verify(raw string) (*Claims, error) {
 	memo := *claims
 	i.verified.Set(memoKey, &memo, claims.ExpiresAt.Time.Add(verifyLeeway).Sub(i.now()))
 	return claims, nil
-}
-
-// Remembered returns the claims of raw when raw is one of our tokens that
-// verified before and has not expired, without any signature check; else nil.
-// It lets the authentication chain recognise a known local token before
-// parsing anything.
-func (i *Issuer) Remembered(raw string) *Claims {
-	c, _ := i.remembered(raw)
-	return c
 }
 
 func (i *Issuer) remembered(raw string) (claims *Claims, memoKey string) {

@@ -225,3 +225,31 @@ func TestVerifyMemoRespectsExpiry(t *testing.T) {
 		t.Fatalf("an expired memoized token was accepted: %v", err)
 	}
 }
+
+func TestLooksLocal(t *testing.T) {
+	iss := newTestIssuer(t, nil)
+	tok, _, err := iss.Sign(grant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewIssuer(iss.key, "https://other.example.com/", time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, _, _ := other.Sign(grant)
+	for _, tt := range []struct {
+		raw  string
+		want bool
+	}{
+		{tok, true},
+		{foreign, false},
+		{"abc", false},
+		{"", false},
+		{"x." + b64(`{"iss":"https://fhir.example.com/","sub":"x"}`) + ".sig", true},
+		{"x." + b64(`{"sub":"x","iss":"https://fhir.example.com/"}`) + ".sig", false},
+	} {
+		if got := iss.LooksLocal(tt.raw); got != tt.want {
+			t.Errorf("LooksLocal(%.40q) = %v, want %v", tt.raw, got, tt.want)
+		}
+	}
+}
