@@ -225,14 +225,15 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string, resolve Re
 		return nil, nil, errors.New("extauth: nil resolve function")
 	}
 	tok, memoKey := a.parsed.get(raw)
-	if tok == nil {
+	memoized := tok != nil
+	if !memoized {
 		var err error
 		if tok, err = a.Parse(raw); err != nil {
 			return nil, nil, err
 		}
 	}
 	if res, hit, err := a.lookup(ctx, tok); hit {
-		if err == nil {
+		if err == nil && !memoized {
 			a.parsed.put(memoKey, tok)
 		}
 		return tok, res, err
@@ -261,7 +262,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string, resolve Re
 			return tok, nil, r.Err
 		}
 		res := *r.Val.(*Result) // a copy per caller
-		a.parsed.put(memoKey, tok)
+		if !memoized {
+			a.parsed.put(memoKey, tok)
+		}
 		return tok, &res, nil
 	case <-ctx.Done():
 		return tok, nil, &Error{Kind: KindUnavailable, Reason: ReasonCanceled, RetryAfter: time.Second, Err: ctx.Err()}

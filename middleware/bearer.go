@@ -44,12 +44,17 @@ func bearerToken(h http.Header) (string, error) {
 	return token, nil
 }
 
+// b64tokenChars marks the characters of RFC 6750's b64token before padding.
+var b64tokenChars = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/") {
+		t[c] = true
+	}
+	return t
+}()
+
 // isB64Token reports whether s matches RFC 6750's b64token:
 // 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
 func isB64Token(s string) bool {
-	if s == "" {
-		return false
-	}
 	end := len(s)
 	for end > 0 && s[end-1] == '=' {
 		end--
@@ -58,11 +63,7 @@ func isB64Token(s string) bool {
 		return false
 	}
 	for i := 0; i < end; i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
-		default:
+		if !b64tokenChars[s[i]] {
 			return false
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -131,8 +132,14 @@ func (ch *Chain) local(ctx context.Context, claims *oauth.Claims) (*caller.Calle
 // externalToken is steps 3 to 7 for an external IdP token.
 func (ch *Chain) externalToken(c *gin.Context, raw string) (*caller.Caller, *failure) {
 	ctx := c.Request.Context()
-	remote, agent := c.ClientIP(), c.Request.UserAgent()
+	// Only plain strings go into the resolve closure: it may outlive this
+	// request (a shared validation), and gin reuses its contexts.
+	peer, agent := c.Request.RemoteAddr, c.Request.UserAgent()
 	tok, res, err := ch.external.Authenticate(ctx, raw, func(ctx context.Context, tok *extauth.Token) (*extauth.Result, error) {
+		remote, _, splitErr := net.SplitHostPort(peer)
+		if splitErr != nil {
+			remote = peer
+		}
 		return ch.resolve(ctx, tok, remote, agent)
 	})
 	if err != nil {

@@ -30,7 +30,9 @@ type extEnv struct {
 	alice, bob, admin string // "Practitioner/<id>" etc.
 }
 
-func startExt(t *testing.T, opts ...testserver.Option) *extEnv {
+func startExt(t *testing.T, opts ...testserver.Option) *extEnv { return startExtB(t, opts...) }
+
+func startExtB(t testing.TB, opts ...testserver.Option) *extEnv {
 	t.Helper()
 	idp := testidp.New(t)
 	provider := config.Provider{Issuer: idp.Issuer(), UserInfoURL: idp.UserInfoURL()}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fhirgate/fhirgate/caller"
 	"github.com/fhirgate/fhirgate/config"
 	"github.com/fhirgate/fhirgate/server"
 )
@@ -68,6 +69,16 @@ func SharedWith(other *Env) Option {
 		c.RedisURL = other.Config.RedisURL
 		c.ExternalAuthProviders = other.Config.ExternalAuthProviders
 	}
+}
+
+// WithBenchmarkCaller mounts the no-auth benchmark routes (server.Options.BenchmarkCaller).
+func WithBenchmarkCaller(f func() *caller.Caller) Option {
+	return func(_ *config.Config, o *server.Options) { o.BenchmarkCaller = f }
+}
+
+// Quiet discards the server's logs (benchmarks: Logs then stays empty).
+func Quiet() Option {
+	return func(_ *config.Config, o *server.Options) { o.Logger = slog.New(slog.DiscardHandler) }
 }
 
 // WithNow injects the server clock.
