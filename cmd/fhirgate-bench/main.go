@@ -16,11 +16,17 @@
 //     with authentication replaced by a fixed caller (server.Options.
 //     BenchmarkCaller, which no configuration can turn on). The cost of
 //     everything but authentication; the other rows are ratios to it.
+//   - baseline+header: the baseline read carrying the external-cached
+//     scenario's Authorization header, which the no-auth route ignores: what
+//     moving a ~1 KB header costs client and server, apart from checking it.
+//     Its ratio tells how much of the gap to the authenticated rows is the
+//     header's transport rather than authentication.
 //   - local-token: the read with one of our own ES256 access tokens (from
-//     /oauth2/userinfo): local signature verification plus the Login check.
+//     /oauth2/userinfo): signature verification (memoized per token) plus
+//     the Login and membership state checks.
 //   - external-cached: one external IdP token, cached after its first use:
-//     the cost of the cached external path (pre-checks, hashing, in-process
-//     cache hit, membership re-read).
+//     the cost of the cached external path (hashing, memoized pre-checks,
+//     in-process cache hit, Login and membership state).
 //   - external-10k: 10 000 distinct external tokens, all warmed before the
 //     measurement, used round robin: the cached path with a realistic key
 //     set instead of one hot entry.
