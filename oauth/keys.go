@@ -19,14 +19,18 @@ import (
 )
 
 // LoadOrCreateKey reads the EC P-256 signing key (PKCS#8 PEM) at path, or
-// generates one with mode 0600 when the file does not exist. Two processes
-// starting at once agree on one key: the file is created exclusively.
+// generates one with mode 0600 when the file does not exist. Instances that
+// start at once agree on one key: a new key is written completely to a
+// temporary file and then hard-linked into place, which fails if another
+// process linked its key first; that key is then read instead. Nobody ever
+// reads a half-written file.
 func LoadOrCreateKey(path string) (*ecdsa.PrivateKey, error) {
 	key, err := readKey(path)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return key, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("signingKeyFile: %w", err)
 	}
 	key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -37,18 +41,33 @@ func LoadOrCreateKey(path string) (*ecdsa.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return readKey(path) // another process won the race
-	}
+	tmp, err := os.CreateTemp(dir, ".signing-key-*")
 	if err != nil {
 		return nil, fmt.Errorf("signingKeyFile: %w", err)
 	}
-	defer f.Close()
-	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
 		return nil, fmt.Errorf("signingKeyFile: %w", err)
 	}
-	return key, f.Sync()
+	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("signingKeyFile: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("signingKeyFile: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("signingKeyFile: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return readKey(path) // another process won the race
+		}
+		return nil, fmt.Errorf("signingKeyFile: %w", err)
+	}
+	return key, nil
 }
 
 func readKey(path string) (*ecdsa.PrivateKey, error) {
