@@ -16,6 +16,7 @@ import (
 	"github.com/fhirgate/fhirgate/config"
 	"github.com/fhirgate/fhirgate/internal/loadtest"
 	"github.com/fhirgate/fhirgate/internal/testidp"
+	"github.com/fhirgate/fhirgate/internal/testredis"
 	"github.com/fhirgate/fhirgate/membership"
 	"github.com/fhirgate/fhirgate/server"
 )
@@ -35,7 +36,7 @@ type instance struct {
 // env is everything one benchmark run starts.
 type env struct {
 	dir    string
-	redis  *redisProc // nil with -redis
+	redis  *testredis.Server // nil with -redis
 	idp    *testidp.IdP
 	jwks   *testidp.IdP // the provider configured with jwksUri
 	main   *instance
@@ -62,10 +63,10 @@ func start(ctx context.Context, dir string, f *flags) (e *env, err error) {
 	}
 	redisURL := f.redis
 	if redisURL == "" {
-		if e.redis, err = startRedis(dir); err != nil {
+		if e.redis, err = testredis.StartProcess(dir); err != nil {
 			return e, err
 		}
-		redisURL = e.redis.url
+		redisURL = e.redis.URL()
 	}
 	if e.idp, err = testidp.NewServer(); err != nil {
 		return e, err
@@ -211,6 +212,6 @@ func (e *env) close() {
 		e.idp.Close()
 	}
 	if e.redis != nil {
-		e.redis.stop()
+		e.redis.Close()
 	}
 }

@@ -57,14 +57,38 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip(msg)
 	}
-	s := &Server{t: t, private: true, bin: bin, dir: t.TempDir()}
+	s, err := start(bin, t.TempDir())
+	if err != nil {
+		t.Fatalf("testredis: %v", err)
+	}
+	s.t = t
 	t.Cleanup(s.kill)
+	return s
+}
 
+// StartProcess runs a private redis-server from PATH, working in dir, for a
+// program that is not a test (the load tool). Close stops it; Stop and
+// Restart must not be used.
+func StartProcess(dir string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, errors.New("redis-server is not on PATH; install it or pass a Redis URL")
+	}
+	return start(bin, dir)
+}
+
+// Close stops a server started by StartProcess.
+func (s *Server) Close() { s.kill() }
+
+// start runs bin on a free loopback port, retrying when another process takes
+// the port first.
+func start(bin, dir string) (*Server, error) {
+	s := &Server{private: true, bin: bin, dir: dir}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ { // a free port can be taken before redis binds it
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("testredis: find a free port: %v", err)
+			return nil, fmt.Errorf("find a free port: %w", err)
 		}
 		s.mu.Lock()
 		s.port = port
@@ -72,11 +96,10 @@ func Start(t testing.TB) *Server {
 		s.mu.Unlock()
 		if lastErr == nil {
 			s.url = "redis://127.0.0.1:" + strconv.Itoa(port) + "/0"
-			return s
+			return s, nil
 		}
 	}
-	t.Fatalf("testredis: start redis-server: %v", lastErr)
-	return nil
+	return nil, fmt.Errorf("start redis-server: %w", lastErr)
 }
 
 // URL returns the server's redis:// URL.
