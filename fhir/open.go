@@ -221,12 +221,8 @@ func (s *sqlStore) Close() error {
 }
 
 var (
-	storeIDPattern   = regexp.MustCompile(`^[A-Za-z0-9\-\.]{1,64}$`)
 	storeTypePattern = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`)
 )
-
-// validStoreID reports whether id is a valid FHIR resource id ([A-Za-z0-9\-\.]{1,64}).
-func validStoreID(id string) bool { return storeIDPattern.MatchString(id) }
 
 // storeNow is the store's clock: UTC, truncated to the milliseconds that
 // meta.lastUpdated carries, so the row and the body agree.
@@ -289,7 +285,7 @@ func checkRecord(rec *Record, create bool) error {
 		}
 		rec.ID = uuid.NewString()
 	}
-	if !validStoreID(rec.ID) {
+	if !ValidID(rec.ID) {
 		return fmt.Errorf("fhir: invalid resource id %q", rec.ID)
 	}
 	return nil

@@ -383,6 +383,11 @@ var searchEscaper = strings.NewReplacer(`\`, `\\`, `|`, `\|`, `,`, `\,`, `$`, `\
 // escapeSearch adds FHIR search escapes to s.
 func escapeSearch(s string) string { return searchEscaper.Replace(s) }
 
+// ExactValue turns an arbitrary string into a search parameter value that
+// matches exactly that string: the FHIR search escapes are added, so a comma
+// in s is not an OR and a backslash is not an escape.
+func ExactValue(s string) string { return escapeSearch(s) }
+
 func invalidRef(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidReference, fmt.Sprintf(format, args...))
 }

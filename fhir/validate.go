@@ -18,9 +18,10 @@ import (
 const MaxBodyBytes = 1 << 20
 
 // ValidID reports whether s is a FHIR id: 1 to 64 characters from
-// [A-Za-z0-9\-\.].
+// [A-Za-z0-9\-\.]. "." and ".." are refused too: they are path segments,
+// never resource ids.
 func ValidID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
+	if len(s) == 0 || len(s) > 64 || s == "." || s == ".." {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

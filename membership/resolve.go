@@ -64,7 +64,9 @@ func (s *Service) ResolveSubject(ctx context.Context, sub string, projects []str
 	if sub == "" {
 		return nil, &ResolveError{ReasonNoMembership}
 	}
-	members, err := s.activeMemberships(ctx, projects, fhir.Param{Name: "external-id", Value: sub})
+	// The subject is any string the IdP chose: escaped, a comma or a
+	// backslash in it cannot turn the exact match into a list or an escape.
+	members, err := s.activeMemberships(ctx, projects, fhir.Param{Name: "external-id", Value: fhir.ExactValue(sub)})
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,7 @@ type fixture struct {
 	// profiles in project a
 	practitioner, patient, related, orphan, twinA string
 	// membership ids
-	practitionerM, inactiveM string
+	practitionerM, inactiveM, commaM, backslashM string
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -47,6 +47,8 @@ func newFixture(t testing.TB) *fixture {
 	f.setIdentifier(t, f.a, fhir.TypePractitioner, f.practitioner, "http://hl7.org/fhir/sid/us-npi", "1234567890")
 	_, f.patient, _ = splitReference(invite(f.a, fhir.TypePatient, "sub-patient").Profile)
 	_, f.related, _ = splitReference(invite(f.a, fhir.TypeRelatedPerson, "sub-related").Profile)
+	f.commaM = invite(f.a, fhir.TypePractitioner, "CN=Alice,O=Org").ID
+	f.backslashM = invite(f.a, fhir.TypePractitioner, `DOMAIN\user`).ID
 
 	inactive := invite(f.a, fhir.TypePractitioner, "sub-inactive")
 	f.inactiveM = inactive.ID
@@ -169,6 +171,11 @@ func TestResolveSubject(t *testing.T) {
 		reason    string
 	}{
 		{"exact match", "sub-practitioner", nil, f.practitionerM, ""},
+		{"comma is not a list", "attacker,sub-practitioner", nil, "", ReasonNoMembership},
+		{"backslash is not an escape", `sub\-practitioner`, nil, "", ReasonNoMembership},
+		{"trailing comma", "sub-practitioner,", nil, "", ReasonNoMembership},
+		{"subject with commas", "CN=Alice,O=Org", nil, f.commaM, ""},
+		{"subject with a backslash", `DOMAIN\user`, nil, f.backslashM, ""},
 		{"case differs", "SUB-practitioner", nil, "", ReasonNoMembership},
 		{"prefix only", "sub-pract", nil, "", ReasonNoMembership},
 		{"unknown", "nobody", nil, "", ReasonNoMembership},

@@ -109,6 +109,8 @@ func TestExternalAcceptance(t *testing.T) {
 		{name: "fhirUser profile not found", token: func() string { return e.token(map[string]any{"fhirUser": "Practitioner/nope"}) }, wantCalls: 1},
 		{name: "unknown externalId", token: func() string { return e.token(map[string]any{"sub": "carol"}) }, wantCalls: 1},
 		{name: "externalId case differs", token: func() string { return e.token(map[string]any{"sub": "Alice"}) }, wantCalls: 1},
+		{name: "sub with a comma is not a list", token: func() string { return e.token(map[string]any{"sub": "carol,alice"}) }, wantCalls: 1},
+		{name: "sub with a backslash is not an escape", token: func() string { return e.token(map[string]any{"sub": `al\ice`}) }, wantCalls: 1},
 		{name: "by sub", token: func() string { return e.token(map[string]any{"sub": "alice"}) }, wantUser: "alice", wantCalls: 1},
 		{name: "by reference", token: func() string { return e.token(map[string]any{"fhirUser": e.alice}) }, wantUser: "alice", wantCalls: 1},
 		{name: "by search string", token: func() string {
