@@ -83,22 +83,57 @@ func (s *Service) TokenRevoked(ctx context.Context, tokenHash string) (bool, err
 	return len(recs) > 0, err
 }
 
-// RevokeLogin marks a Login revoked; tokens issued for it stop working.
-// Revoking a revoked Login is not an error.
+// RevokeLogin marks a Login revoked; tokens issued for it stop working. When
+// the Login came from an external token, every Login of that same token is
+// revoked with it: a token validated more than once (its cache entry expired
+// or was evicted) has several, and a logout must end them all. Revoking a
+// revoked Login is not an error.
 func (s *Service) RevokeLogin(ctx context.Context, id string) error {
 	return s.store.WithTx(ctx, func(tx fhir.Ops) error {
 		rec, err := tx.ReadAny(ctx, fhir.TypeLogin, id)
 		if err != nil {
 			return err
 		}
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(rec.Body, &fields); err != nil {
+		recs := []fhir.Record{*rec}
+		var login fhir.Login
+		if err := json.Unmarshal(rec.Body, &login); err != nil {
 			return fmt.Errorf("decode Login/%s: %w", id, err)
 		}
-		fields["revoked"] = json.RawMessage("true")
-		if rec.Body, err = json.Marshal(fields); err != nil {
-			return err
+		if login.TokenHash != "" {
+			same, _, err := tx.Search(ctx, fhir.Query{
+				Type:        fhir.TypeLogin,
+				AllProjects: true,
+				Params:      []fhir.Param{{Name: "token-hash", Value: fhir.ExactValue(login.TokenHash)}, {Name: "revoked", Value: "false"}},
+				Count:       1000,
+			})
+			if err != nil {
+				return err
+			}
+			recs = append(recs, same...)
 		}
-		return tx.Update(ctx, rec)
+		for i := range recs {
+			if err := markRevoked(ctx, tx, &recs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+}
+
+// markRevoked sets revoked:true on one stored Login.
+func markRevoked(ctx context.Context, tx fhir.Ops, rec *fhir.Record) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(rec.Body, &fields); err != nil {
+		return fmt.Errorf("decode Login/%s: %w", rec.ID, err)
+	}
+	if string(fields["revoked"]) == "true" {
+		return nil
+	}
+	fields["revoked"] = json.RawMessage("true")
+	body, err := json.Marshal(fields)
+	if err != nil {
+		return err
+	}
+	rec.Body, rec.Version = body, 0
+	return tx.Update(ctx, rec)
 }

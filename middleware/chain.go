@@ -210,6 +210,17 @@ func (ch *Chain) resolve(ctx context.Context, tok *extauth.Token, remote, agent 
 	if err != nil {
 		return nil, err
 	}
+	// A logout that committed between the check above and this Login did
+	// not see it: look again, and never hand out a Login of a revoked token.
+	if revoked, err := ch.members.TokenRevoked(ctx, tok.Hash()); err != nil || revoked {
+		if err == nil {
+			err = ch.members.RevokeLogin(ctx, loginID)
+		}
+		if err == nil {
+			err = &membership.ResolveError{Reason: "login_revoked"}
+		}
+		return nil, err
+	}
 	profile := ""
 	if m.Profile.Reference != nil {
 		profile = *m.Profile.Reference

@@ -114,3 +114,43 @@ func TestDeactivationReachesEveryInstance(t *testing.T) {
 		}
 	}
 }
+
+// TestLogoutEndsEveryLoginOfTheToken: an external token validated twice (its
+// cache entry gone in between) has two Logins; a logout with either the
+// external token or a local token derived from it ends both.
+func TestLogoutEndsEveryLoginOfTheToken(t *testing.T) {
+	rs := testredis.Start(t)
+	a := startExt(t, testserver.WithRedis(rs.URL()))
+	shared, err := cache.NewRedis(context.Background(), rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	for _, logoutWith := range []string{"external", "local"} {
+		t.Run(logoutWith, func(t *testing.T) {
+			ext := a.token(map[string]any{"sub": "alice"})
+			r := a.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil)
+			if r.Status != http.StatusOK {
+				t.Fatalf("userinfo: %d %s", r.Status, r.Body)
+			}
+			local := r.Map(t)["access_token"].(string)
+			// A second validation of the same token, by an instance whose
+			// caches are empty: a second Login.
+			if err := shared.Client().FlushAll(context.Background()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			b := testserver.Start(t, testserver.SharedWith(a.Env))
+			if r := b.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil); r.Status != http.StatusOK {
+				t.Fatalf("second validation: %d %s", r.Status, r.Body)
+			}
+			tok := map[string]string{"external": ext, "local": local}[logoutWith]
+			if r := b.Do(t, http.MethodPost, "oauth2/logout", tok, nil); r.Status != http.StatusNoContent {
+				t.Fatalf("logout: %d %s", r.Status, r.Body)
+			}
+			for _, env := range []*testserver.Env{a.Env, b} {
+				assertRefused(t, env.Do(t, http.MethodGet, "fhir/R4/"+a.alice, ext, nil))
+				assertRefused(t, env.Do(t, http.MethodGet, "fhir/R4/"+a.alice, local, nil))
+			}
+		})
+	}
+}
