@@ -514,3 +514,31 @@ func TestLayeredDetectsSilentlyDeadSubscription(t *testing.T) {
 	waitLocalMiss(t, b, p+"k", 5*time.Second)
 	waitSubscribed(t, b)
 }
+
+// TestLayeredGetCurrentWithRedisDown: with Redis down, Get still serves the
+// local copy (availability), but GetCurrent reports the failure so that
+// callers holding security state read their source instead.
+func TestLayeredGetCurrentWithRedisDown(t *testing.T) {
+	ctx := context.Background()
+	srv := testredis.Start(t)
+	a, b := twoInstances(t, srv)
+	p := prefix(t)
+	mustSet(t, a, p+"state", []byte("active"), time.Hour)
+	assertGet(t, b, p+"state", []byte("active"))
+	if v, ok, err := b.GetCurrent(ctx, p+"state"); err != nil || !ok || string(v) != "active" {
+		t.Fatalf("GetCurrent with Redis up = %q, %v, %v", v, ok, err)
+	}
+	srv.Stop()
+	if err := eventually(5*time.Second, func() error {
+		if b.Subscribed() {
+			return errors.New("B still reports a subscription with Redis down")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	assertGet(t, b, p+"state", []byte("active"))
+	if _, ok, err := b.GetCurrent(ctx, p+"state"); ok || !errors.Is(err, cache.ErrUnavailable) {
+		t.Fatalf("GetCurrent with Redis down = %v, %v; want ErrUnavailable and no value", ok, err)
+	}
+}

@@ -178,6 +178,18 @@ func (l *Layered) getUnsubscribed(ctx context.Context, key string) ([]byte, bool
 	return nil, false, err
 }
 
+// GetCurrent is Get for values whose staleness matters more than the cost
+// of asking their source again (a revocation, a deactivation): while
+// invalidations may be missed, a failing shared cache is reported as an
+// error instead of answered from the local layer, so the caller reads the
+// source. With the subscription up it is Get.
+func (l *Layered) GetCurrent(ctx context.Context, key string) ([]byte, bool, error) {
+	if iv := l.inval; iv != nil && !iv.up.Load() {
+		return l.shared.Get(ctx, key)
+	}
+	return l.Get(ctx, key)
+}
+
 // Set stores value in both layers. The local layer is written even when the
 // shared one fails.
 func (l *Layered) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {

@@ -27,6 +27,13 @@ const (
 	redropDelay = time.Second
 )
 
+// currentGetter is implemented by caches that can refuse to answer from a
+// copy that may have missed an invalidation (cache.Layered): state records
+// are then read from the database instead.
+type currentGetter interface {
+	GetCurrent(ctx context.Context, key string) ([]byte, bool, error)
+}
+
 // LoginState is what the authentication chain needs of a Login.
 type LoginState struct {
 	Membership string
@@ -91,7 +98,11 @@ func (s *Service) cachedState(ctx context.Context, key string, n int) ([]string,
 	if s.state == nil {
 		return nil, false
 	}
-	b, ok, err := s.state.Get(ctx, key)
+	get := s.state.Get
+	if c, ok := s.state.(currentGetter); ok {
+		get = c.GetCurrent
+	}
+	b, ok, err := get(ctx, key)
 	if err != nil || !ok {
 		return nil, false
 	}

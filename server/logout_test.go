@@ -154,3 +154,44 @@ func TestLogoutEndsEveryLoginOfTheToken(t *testing.T) {
 		})
 	}
 }
+
+// TestDeactivationWithRedisDown: with Redis down, invalidations cannot travel,
+// so instances read session state from the database: a deactivation through
+// one instance is honoured by the other within about a second (the time to
+// notice the lost subscription), and nothing answers 500.
+func TestDeactivationWithRedisDown(t *testing.T) {
+	rs := testredis.Start(t)
+	a := startExt(t, testserver.WithRedis(rs.URL()))
+	b := testserver.Start(t, testserver.SharedWith(a.Env))
+	ext := a.token(map[string]any{"sub": "bob"})
+	for _, env := range []*testserver.Env{a.Env, b, b} {
+		if r := env.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil); r.Status != http.StatusOK {
+			t.Fatalf("before: %d %s", r.Status, r.Body)
+		}
+	}
+	r := a.Do(t, http.MethodGet, "fhir/R4/ProjectMembership?external-id=bob", a.project.AdminToken, nil)
+	var bundle struct {
+		Entry []struct{ Resource map[string]any }
+	}
+	r.JSON(t, &bundle)
+	m := bundle.Entry[0].Resource
+	m["active"] = false
+
+	rs.Stop()
+	if r := a.Do(t, http.MethodPut, "fhir/R4/ProjectMembership/"+m["id"].(string), a.project.AdminToken, m); r.Status != http.StatusOK {
+		t.Fatalf("deactivate with Redis down: %d %s", r.Status, r.Body)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		r := b.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil)
+		if r.Status == http.StatusUnauthorized {
+			break
+		}
+		if r.Status != http.StatusOK {
+			t.Fatalf("with Redis down: %d %s", r.Status, r.Body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("instance b still accepts a deactivated membership 3s after the change, with Redis down")
+		}
+	}
+}
