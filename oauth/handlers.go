@@ -220,7 +220,7 @@ func (h *Handler) userinfoError(c *gin.Context, err error) {
 	case errors.Is(err, fhir.ErrUnavailable):
 		c.Header("Retry-After", "5")
 		fhir.WriteError(c, http.StatusServiceUnavailable, models.IssueTypeTransient, "the database is unavailable; retry shortly")
-	case errors.Is(err, fhir.ErrNotFound), errors.Is(err, fhir.ErrGone):
+	case errors.Is(err, fhir.ErrNotFound), errors.Is(err, fhir.ErrGone), errors.Is(err, ErrExpired):
 		c.Header("WWW-Authenticate", `Bearer realm="fhirgate", error="invalid_token"`)
 		fhir.WriteError(c, http.StatusUnauthorized, models.IssueTypeLogin, "authentication failed")
 	default:

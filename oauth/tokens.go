@@ -29,6 +29,11 @@ const verifyLeeway = 30 * time.Second
 // ErrInvalidToken is returned for any local token that fails verification.
 var ErrInvalidToken = errors.New("oauth: invalid local token")
 
+// ErrExpired is returned by Sign when the grant's NotAfter has passed: the
+// credential it would derive from is no longer valid (a token accepted
+// within its clock-skew leeway).
+var ErrExpired = errors.New("oauth: the credential has expired")
+
 // Claims are the claims of a local access token (SPEC §6).
 type Claims struct {
 	jwt.RegisteredClaims
@@ -119,7 +124,7 @@ func (i *Issuer) Sign(g Grant) (token string, expiresIn time.Duration, err error
 		exp = g.NotAfter.Truncate(time.Second)
 	}
 	if !exp.After(now) {
-		return "", 0, errors.New("oauth: the credential has expired")
+		return "", 0, ErrExpired
 	}
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {

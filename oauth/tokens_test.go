@@ -71,8 +71,8 @@ func TestSignCapsExpiryAtNotAfter(t *testing.T) {
 		t.Fatalf("exp %v (in %v), want %v", c.ExpiresAt, expiresIn, g.NotAfter)
 	}
 	g.NotAfter = now.Add(-time.Second)
-	if _, _, err := iss.Sign(g); err == nil {
-		t.Fatal("signed a token for an expired credential")
+	if _, _, err := iss.Sign(g); !errors.Is(err, ErrExpired) {
+		t.Fatalf("Sign for an expired credential = %v, want ErrExpired", err)
 	}
 }
 

@@ -388,3 +388,26 @@ func TestMetrics(t *testing.T) {
 		t.Fatal("a token in the metrics")
 	}
 }
+
+// TestUserInfoWithinLeeway: an external token past its exp but inside the
+// provider's leeway still authenticates, but can no longer yield local
+// credentials: /oauth2/userinfo answers 401, not 500.
+func TestUserInfoWithinLeeway(t *testing.T) {
+	now := time.Now()
+	clock := now
+	idp := testidp.New(t)
+	env := testserver.Start(t, testserver.WithNow(func() time.Time { return clock }),
+		testserver.WithProviders(config.Provider{Issuer: idp.Issuer(), UserInfoURL: idp.UserInfoURL()}))
+	p := env.Bootstrap(t, "Leeway")
+	_, profile := env.Invite(t, p, map[string]any{"resourceType": "Practitioner", "firstName": "A", "lastName": "B", "externalId": "alice"})
+	idp.SetStatus(http.StatusOK, "") // the IdP keeps accepting the token
+	tok := idp.Token(map[string]any{"iss": idp.Issuer(), "sub": "alice", "iat": now.Unix(), "exp": now.Add(time.Minute).Unix()})
+	clock = now.Add(90 * time.Second) // past exp, inside the default 60s leeway
+	if r := env.Do(t, http.MethodGet, "fhir/R4/"+profile, tok, nil); r.Status != http.StatusOK {
+		t.Fatalf("the token no longer authenticates at all: %d %s", r.Status, r.Body)
+	}
+	r := env.Do(t, http.MethodGet, "oauth2/userinfo", tok, nil)
+	if r.Status != http.StatusUnauthorized || r.Header.Get("WWW-Authenticate") != `Bearer realm="fhirgate", error="invalid_token"` {
+		t.Fatalf("userinfo within the leeway: %d %s", r.Status, r.Body)
+	}
+}
