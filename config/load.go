@@ -182,6 +182,9 @@ func (c *Config) Validate() error {
 		if err := p.validate(); err != nil {
 			return fmt.Errorf("key externalAuthProviders[%d].%w", i, err)
 		}
+		if strings.TrimSuffix(p.Issuer, "/") == strings.TrimSuffix(c.BaseURL, "/") {
+			return fmt.Errorf("key externalAuthProviders[%d].issuer: %q is this server's own baseUrl, whose tokens are verified with its own key", i, p.Issuer)
+		}
 		if seen[p.Issuer] {
 			return fmt.Errorf("key externalAuthProviders[%d].issuer: duplicate issuer %q", i, p.Issuer)
 		}

@@ -78,6 +78,7 @@ func TestInvalidConfigs(t *testing.T) {
 		{"userInfoTimeout zero", provider(`,"userInfoTimeout":"0s"`), "userInfoTimeout: 0s is outside"},
 		{"baseUrl without slash", `{"baseUrl":"https://fhir.example.com"}`, "key baseUrl: \"https://fhir.example.com\" must end with a slash"},
 		{"baseUrl http off loopback", `{"baseUrl":"http://fhir.example.com/"}`, "baseUrl: \"http://fhir.example.com/\" must use https"},
+		{"issuer is our own baseUrl", `{"baseUrl":"https://fhir.example.com/","externalAuthProviders":[{"issuer":"https://fhir.example.com","userInfoUrl":"https://fhir.example.com/u"}]}`, "is this server's own baseUrl"},
 		{"bad database", `{"database":"mysql://x"}`, "key database: must start with sqlite: or postgres://"},
 		{"bad redis", `{"redisUrl":"localhost:6379"}`, "key redisUrl"},
 		{"listen not host:port", `{"listen":"8080"}`, "key listen"},

@@ -20,7 +20,7 @@ import (
 // drop reaches every instance through its invalidation channel.
 
 const (
-	stateKeyPrefix = "fhirgate:state:v1:"
+	stateKeyPrefix = "fhirgate:state:v2:"
 	// stateTTL bounds how long a state record lives without being dropped.
 	stateTTL = time.Minute
 	// redropDelay is when a write drops the state records a second time.
@@ -43,10 +43,11 @@ type LoginState struct {
 
 // MembershipState is what the authentication chain needs of a membership.
 type MembershipState struct {
-	Project string
-	Profile string
-	Active  bool
-	Admin   bool
+	Project    string
+	Profile    string
+	ExternalID string
+	Active     bool
+	Admin      bool
 }
 
 // WithCache makes the Service keep state records in c and returns s.
@@ -73,15 +74,17 @@ func (s *Service) LoginState(ctx context.Context, id string) (*LoginState, error
 // MembershipState returns the state of a membership, from the cache when it can.
 func (s *Service) MembershipState(ctx context.Context, id string) (*MembershipState, error) {
 	key := stateKeyPrefix + "membership:" + id
-	if f, ok := s.cachedState(ctx, key, 4); ok {
-		return &MembershipState{Project: f[0], Profile: f[1], Active: f[2] == "1", Admin: f[3] == "1"}, nil
+	if f, ok := s.cachedState(ctx, key, 5); ok {
+		return &MembershipState{Project: f[0], Profile: f[1], Active: f[2] == "1", Admin: f[3] == "1", ExternalID: f[4]}, nil
 	}
 	m, err := s.Membership(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	st := &MembershipState{Project: ProjectOf(m), Profile: refString(m.Profile), Active: m.IsActive(), Admin: m.Admin}
-	s.storeState(ctx, key, st.Project, st.Profile, flag(st.Active), flag(st.Admin))
+	st := &MembershipState{Project: ProjectOf(m), Profile: refString(m.Profile), ExternalID: m.ExternalID, Active: m.IsActive(), Admin: m.Admin}
+	if !strings.ContainsAny(st.ExternalID, "\n\r") {
+		s.storeState(ctx, key, st.Project, st.Profile, flag(st.Active), flag(st.Admin), st.ExternalID)
+	}
 	return st, nil
 }
 

@@ -117,6 +117,9 @@ func (ch *Chain) local(ctx context.Context, claims *oauth.Claims) (*caller.Calle
 	if !m.Active || m.Project != claims.Project {
 		return nil, refuse("membership_inactive")
 	}
+	if m.Profile != claims.Profile {
+		return nil, refuse("membership_changed")
+	}
 	return &caller.Caller{
 		Project:    claims.Project,
 		Membership: claims.Membership,
@@ -164,6 +167,13 @@ func (ch *Chain) externalToken(c *gin.Context, raw string) (*caller.Caller, *fai
 	if err != nil || !m.Active {
 		ch.external.Forget(ctx, tok)
 		return nil, refuse("membership_inactive")
+	}
+	// The membership must still be the one the token resolved to: an admin
+	// who moves externalId away from this subject, or points the membership
+	// at another profile, ends the sessions the old mapping made.
+	if m.Profile != res.Profile || (!tok.HasFHIRUser && m.ExternalID != tok.Subject) {
+		ch.external.Forget(ctx, tok)
+		return nil, refuse("membership_changed")
 	}
 	return &caller.Caller{
 		Project:    res.Project,

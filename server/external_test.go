@@ -411,3 +411,24 @@ func TestUserInfoWithinLeeway(t *testing.T) {
 		t.Fatalf("userinfo within the leeway: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestExternalIDChangeEndsSessions: moving externalId away from a subject
+// ends the sessions its cached token had.
+func TestExternalIDChangeEndsSessions(t *testing.T) {
+	e := startExt(t)
+	ext := e.token(map[string]any{"sub": "bob"})
+	if r := e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil); r.Status != http.StatusOK {
+		t.Fatalf("before: %d %s", r.Status, r.Body)
+	}
+	r := e.Do(t, http.MethodGet, "fhir/R4/ProjectMembership?external-id=bob", e.project.AdminToken, nil)
+	var bundle struct {
+		Entry []struct{ Resource map[string]any }
+	}
+	r.JSON(t, &bundle)
+	m := bundle.Entry[0].Resource
+	m["externalId"] = "bob-at-another-idp"
+	if r := e.Do(t, http.MethodPut, "fhir/R4/ProjectMembership/"+m["id"].(string), e.project.AdminToken, m); r.Status != http.StatusOK {
+		t.Fatalf("update: %d %s", r.Status, r.Body)
+	}
+	assertRefused(t, e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil))
+}
