@@ -52,6 +52,12 @@ func FuzzParseFHIRUser(f *testing.F) {
 		if len(ref.Params()) != 1 {
 			t.Fatalf("%q: Params() = %+v, want one parameter", s, ref.Params())
 		}
+		// The canonical form percent-encodes the search value, so it can be
+		// longer than the claim: past the claim size limit it is refused by
+		// design and there is nothing to round-trip.
+		if len(ref.String()) > MaxFHIRUserLength {
+			return
+		}
 		again, err := ParseFHIRUser(ref.String())
 		if err != nil {
 			t.Fatalf("%q: canonical form %q refused: %v", s, ref.String(), err)
