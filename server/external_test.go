@@ -54,6 +54,28 @@ func startExtB(t testing.TB, opts ...testserver.Option) *extEnv {
 	return e
 }
 
+// membership returns the stored ProjectMembership whose externalId is sub.
+func (e *extEnv) membership(t testing.TB, sub string) map[string]any {
+	t.Helper()
+	r := e.Do(t, http.MethodGet, "fhir/R4/ProjectMembership?external-id="+sub, e.project.AdminToken, nil)
+	var bundle struct {
+		Entry []struct{ Resource map[string]any }
+	}
+	r.JSON(t, &bundle)
+	if len(bundle.Entry) != 1 {
+		t.Fatalf("membership search for %s: %s", sub, r.Body)
+	}
+	return bundle.Entry[0].Resource
+}
+
+// putMembership stores m through the FHIR API, as the project admin.
+func (e *extEnv) putMembership(t testing.TB, m map[string]any) {
+	t.Helper()
+	if r := e.Do(t, http.MethodPut, "fhir/R4/ProjectMembership/"+m["id"].(string), e.project.AdminToken, m); r.Status != http.StatusOK {
+		t.Fatalf("update membership: %d %s", r.Status, r.Body)
+	}
+}
+
 // token mints an IdP token for claims on top of iss/iat/exp (one hour).
 func (e *extEnv) token(claims map[string]any) string {
 	base := map[string]any{"iss": e.idp.Issuer(), "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(), "jti": rand.Text()}
@@ -274,19 +296,9 @@ func TestExternalDeactivationStopsCachedToken(t *testing.T) {
 	if r := e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil); r.Status != http.StatusOK {
 		t.Fatalf("first request: %d %s", r.Status, r.Body)
 	}
-	r := e.Do(t, http.MethodGet, "fhir/R4/ProjectMembership?external-id=bob", e.project.AdminToken, nil)
-	var bundle struct {
-		Entry []struct{ Resource map[string]any }
-	}
-	r.JSON(t, &bundle)
-	if len(bundle.Entry) != 1 {
-		t.Fatalf("membership search: %s", r.Body)
-	}
-	m := bundle.Entry[0].Resource
+	m := e.membership(t, "bob")
 	m["active"] = false
-	if r := e.Do(t, http.MethodPut, "fhir/R4/ProjectMembership/"+m["id"].(string), e.project.AdminToken, m); r.Status != http.StatusOK {
-		t.Fatalf("deactivate: %d %s", r.Status, r.Body)
-	}
+	e.putMembership(t, m)
 	assertRefused(t, e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil))
 	if n := e.idp.UserInfoCalls(); n != 1 {
 		t.Fatalf("userinfo calls %d, want 1 (the second request was a cache hit)", n)
@@ -420,15 +432,8 @@ func TestExternalIDChangeEndsSessions(t *testing.T) {
 	if r := e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil); r.Status != http.StatusOK {
 		t.Fatalf("before: %d %s", r.Status, r.Body)
 	}
-	r := e.Do(t, http.MethodGet, "fhir/R4/ProjectMembership?external-id=bob", e.project.AdminToken, nil)
-	var bundle struct {
-		Entry []struct{ Resource map[string]any }
-	}
-	r.JSON(t, &bundle)
-	m := bundle.Entry[0].Resource
+	m := e.membership(t, "bob")
 	m["externalId"] = "bob-at-another-idp"
-	if r := e.Do(t, http.MethodPut, "fhir/R4/ProjectMembership/"+m["id"].(string), e.project.AdminToken, m); r.Status != http.StatusOK {
-		t.Fatalf("update: %d %s", r.Status, r.Body)
-	}
+	e.putMembership(t, m)
 	assertRefused(t, e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil))
 }

@@ -92,16 +92,9 @@ func TestDeactivationReachesEveryInstance(t *testing.T) {
 			t.Fatalf("before deactivation: %d %s", r.Status, r.Body)
 		}
 	}
-	r := a.Do(t, http.MethodGet, "fhir/R4/ProjectMembership?external-id=bob", a.project.AdminToken, nil)
-	var bundle struct {
-		Entry []struct{ Resource map[string]any }
-	}
-	r.JSON(t, &bundle)
-	m := bundle.Entry[0].Resource
+	m := a.membership(t, "bob")
 	m["active"] = false
-	if r := a.Do(t, http.MethodPut, "fhir/R4/ProjectMembership/"+m["id"].(string), a.project.AdminToken, m); r.Status != http.StatusOK {
-		t.Fatalf("deactivate: %d %s", r.Status, r.Body)
-	}
+	a.putMembership(t, m)
 	assertRefused(t, a.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil))
 	deadline := time.Now().Add(time.Second)
 	for {
@@ -169,18 +162,10 @@ func TestDeactivationWithRedisDown(t *testing.T) {
 			t.Fatalf("before: %d %s", r.Status, r.Body)
 		}
 	}
-	r := a.Do(t, http.MethodGet, "fhir/R4/ProjectMembership?external-id=bob", a.project.AdminToken, nil)
-	var bundle struct {
-		Entry []struct{ Resource map[string]any }
-	}
-	r.JSON(t, &bundle)
-	m := bundle.Entry[0].Resource
+	m := a.membership(t, "bob")
 	m["active"] = false
-
 	rs.Stop()
-	if r := a.Do(t, http.MethodPut, "fhir/R4/ProjectMembership/"+m["id"].(string), a.project.AdminToken, m); r.Status != http.StatusOK {
-		t.Fatalf("deactivate with Redis down: %d %s", r.Status, r.Body)
-	}
+	a.putMembership(t, m)
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		r := b.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil)
