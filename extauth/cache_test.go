@@ -268,3 +268,43 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestCachedTokenRefusedAfterExpiry: a token that was validated, cached and
+// memoized is refused once it expires, without asking the IdP, even when the
+// cache has not dropped the entry yet (its clock lags, as a shared cache's
+// may).
+func TestCachedTokenRefusedAfterExpiry(t *testing.T) {
+	f := newUserInfoFixture(t, reply(200, "application/json", `{"sub":"alice"}`), nil)
+	now := testNow
+	p := testProvider(issPlain)
+	p.UserInfoURL = f.srv.URL + "/userinfo"
+	a, err := New([]config.Provider{p}, Options{Cache: f.mem, Now: func() time.Time { return now }, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx := context.Background()
+	for i := 0; i < 2; i++ { // validated, then served from the cache and the memo
+		if _, _, err := a.Authenticate(ctx, bearerToken, f.resolveFunc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Past exp but inside the leeway: the pre-checks pass, but a cached
+	// validation is never used past exp (SPEC §5 step 4): the IdP is asked.
+	now = testNow.Add(time.Hour + time.Second)
+	if _, _, err := a.Authenticate(ctx, bearerToken, f.resolveFunc); err != nil {
+		t.Fatal(err)
+	}
+	if f.calls.Load() != 2 {
+		t.Fatalf("userinfo calls %d past exp; want 2 (no cache hit after exp)", f.calls.Load())
+	}
+	// Past the leeway: refused without asking anyone.
+	now = testNow.Add(time.Hour + p.Leeway.Duration + time.Second)
+	_, _, err = a.Authenticate(ctx, bearerToken, f.resolveFunc)
+	if e := errorOf(t, err); e.Kind != KindInvalid || e.Reason != ReasonExpired {
+		t.Fatalf("expired cached token: %v; want %s", err, ReasonExpired)
+	}
+	if f.calls.Load() != 2 {
+		t.Fatalf("userinfo calls %d; want still 2", f.calls.Load())
+	}
+}

@@ -14,7 +14,7 @@ const parsedMemoEntries = 100_000
 // keyed by the SHA-256 of the exact token bytes, so the hot path of a cached
 // token is a hash and two map reads instead of a full parse. Parse is
 // deterministic for given bytes and configuration, and its only
-// time-dependent outcome, expiry, is checked again on every use; nbf and iat
+// time-dependent outcome, expiry, is the memo entry's own expiry; nbf and iat
 // were already in the past. The memo never holds the raw token.
 type parsedMemo struct {
 	m   *cache.Local[*Token]
@@ -25,13 +25,13 @@ func newParsedMemo(now func() time.Time) *parsedMemo {
 	return &parsedMemo{m: cache.NewLocal[*Token](parsedMemoEntries, now), now: now}
 }
 
-// get returns a copy of the parse of raw, carrying raw, when one is memoized
-// and unexpired; key is the memo key of raw either way.
+// get returns a copy of the parse of raw, carrying raw, when one is memoized;
+// key is the memo key of raw either way.
 func (p *parsedMemo) get(raw string) (tok *Token, key string) {
 	sum := sha256.Sum256([]byte(raw))
 	key = string(sum[:])
-	t, ok := p.m.Get(key)
-	if !ok || !p.now().Before(t.Expires) {
+	t, ok := p.m.Get(key) // entries expire with their token (see put)
+	if !ok {
 		return nil, key
 	}
 	c := *t
