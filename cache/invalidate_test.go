@@ -47,6 +47,19 @@ func waitSubscribed(t testing.TB, l *cache.Layered) {
 	}
 }
 
+// waitUnsubscribed waits until l notices that its subscription is gone.
+func waitUnsubscribed(t testing.TB, l *cache.Layered) {
+	t.Helper()
+	if err := eventually(5*time.Second, func() error {
+		if l.Subscribed() {
+			return errors.New("the cache still reports a subscription with Redis down")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // waitLocalMiss waits up to d for key to leave l's local layer.
 func waitLocalMiss(t testing.TB, l *cache.Layered, key string, d time.Duration) {
 	t.Helper()
@@ -194,14 +207,7 @@ func TestLayeredResubscribeClearsLocal(t *testing.T) {
 	}{
 		{"redis restarted", func(t *testing.T, srv *testredis.Server, b *cache.Layered, key string) {
 			srv.Stop()
-			if err := eventually(5*time.Second, func() error {
-				if b.Subscribed() {
-					return errors.New("B still reports a subscription with Redis down")
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
+			waitUnsubscribed(t, b)
 			// Redis down: the local entry still serves (SPEC §5).
 			assertGet(t, b, key, []byte("v"))
 			srv.Restart()
@@ -529,14 +535,7 @@ func TestLayeredGetCurrentWithRedisDown(t *testing.T) {
 		t.Fatalf("GetCurrent with Redis up = %q, %v, %v", v, ok, err)
 	}
 	srv.Stop()
-	if err := eventually(5*time.Second, func() error {
-		if b.Subscribed() {
-			return errors.New("B still reports a subscription with Redis down")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitUnsubscribed(t, b)
 	assertGet(t, b, p+"state", []byte("active"))
 	if _, ok, err := b.GetCurrent(ctx, p+"state"); ok || !errors.Is(err, cache.ErrUnavailable) {
 		t.Fatalf("GetCurrent with Redis down = %v, %v; want ErrUnavailable and no value", ok, err)

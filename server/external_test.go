@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -288,23 +289,6 @@ func TestExternalLocalCredentials(t *testing.T) {
 	}
 }
 
-// TestExternalDeactivationStopsCachedToken: after an admin sets active:false,
-// the next request with a cached token is refused.
-func TestExternalDeactivationStopsCachedToken(t *testing.T) {
-	e := startExt(t)
-	ext := e.token(map[string]any{"sub": "bob"})
-	if r := e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil); r.Status != http.StatusOK {
-		t.Fatalf("first request: %d %s", r.Status, r.Body)
-	}
-	m := e.membership(t, "bob")
-	m["active"] = false
-	e.putMembership(t, m)
-	assertRefused(t, e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil))
-	if n := e.idp.UserInfoCalls(); n != 1 {
-		t.Fatalf("userinfo calls %d, want 1 (the second request was a cache hit)", n)
-	}
-}
-
 func TestExternalConcurrentFirstRequests(t *testing.T) {
 	e := startExt(t)
 	e.idp.SetDelay(50 * time.Millisecond)
@@ -424,16 +408,56 @@ func TestUserInfoWithinLeeway(t *testing.T) {
 	}
 }
 
-// TestExternalIDChangeEndsSessions: moving externalId away from a subject
-// ends the sessions its cached token had.
-func TestExternalIDChangeEndsSessions(t *testing.T) {
-	e := startExt(t)
-	ext := e.token(map[string]any{"sub": "bob"})
-	if r := e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil); r.Status != http.StatusOK {
-		t.Fatalf("before: %d %s", r.Status, r.Body)
+// TestMembershipChangeEndsCachedToken: a cached token stops working at its
+// next request when its membership is deactivated, deleted, or no longer
+// names its subject, and its cache entry is removed (SPEC §5 step 4).
+func TestMembershipChangeEndsCachedToken(t *testing.T) {
+	rs := testredis.Start(t)
+	e := startExt(t, testserver.WithRedis(rs.URL()))
+	shared, err := cache.NewRedis(context.Background(), rs.URL())
+	if err != nil {
+		t.Fatal(err)
 	}
-	m := e.membership(t, "bob")
-	m["externalId"] = "bob-at-another-idp"
-	e.putMembership(t, m)
-	assertRefused(t, e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil))
+	defer shared.Close()
+	tests := []struct {
+		name   string
+		change func(t *testing.T, m map[string]any)
+	}{
+		{"deactivated", func(t *testing.T, m map[string]any) {
+			m["active"] = false
+			e.putMembership(t, m)
+		}},
+		{"deleted", func(t *testing.T, m map[string]any) {
+			if r := e.Do(t, http.MethodDelete, "fhir/R4/ProjectMembership/"+m["id"].(string), e.project.AdminToken, nil); r.Status != http.StatusNoContent {
+				t.Fatalf("delete: %d %s", r.Status, r.Body)
+			}
+		}},
+		{"externalId moved to another subject", func(t *testing.T, m map[string]any) {
+			m["externalId"] = m["externalId"].(string) + "-at-another-idp"
+			e.putMembership(t, m)
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sub := fmt.Sprintf("changing-%d", i)
+			e.Invite(t, e.project, map[string]any{"resourceType": "Practitioner", "firstName": "C", "lastName": "D", "externalId": sub})
+			ext := e.token(map[string]any{"sub": sub})
+			e.idp.ResetCounts()
+			if r := e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil); r.Status != http.StatusOK {
+				t.Fatalf("before: %d %s", r.Status, r.Body)
+			}
+			key := cacheKey(e.idp.Issuer(), ext)
+			if n, _ := shared.Client().Exists(context.Background(), key).Result(); n != 1 {
+				t.Fatal("the validation was not cached")
+			}
+			tt.change(t, e.membership(t, sub))
+			assertRefused(t, e.Do(t, http.MethodGet, "oauth2/userinfo", ext, nil))
+			if n := e.idp.UserInfoCalls(); n != 1 {
+				t.Fatalf("userinfo calls %d, want 1 (the refusal came from the cache hit)", n)
+			}
+			if n, _ := shared.Client().Exists(context.Background(), key).Result(); n != 0 {
+				t.Fatal("the cache entry of the refused token is still there")
+			}
+		})
+	}
 }
