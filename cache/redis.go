@@ -12,7 +12,7 @@ import (
 
 // DefaultRedisTimeout bounds dialing, each read and write, and the wait for a
 // pooled connection, so that a dead Redis costs a request a short delay rather
-// than a stall. A URL query (dial_timeout=...) or a RedisOption overrides it.
+// than a stall. A URL query (dial_timeout=...) overrides it.
 const DefaultRedisTimeout = 500 * time.Millisecond
 
 // Redis is a Cache shared by every instance, backed by a Redis server through
@@ -22,23 +22,12 @@ type Redis struct {
 	client *redis.Client
 }
 
-// RedisOption adjusts the go-redis options that NewRedis derives from the URL.
-// Any func(*redis.Options) is a RedisOption.
-type RedisOption func(*redis.Options)
-
-// WithRedisTimeout sets the dial, read, write and pool timeouts to d.
-func WithRedisTimeout(d time.Duration) RedisOption {
-	return func(o *redis.Options) {
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = d, d, d, d
-	}
-}
-
 // NewRedis connects to the Redis server named by rawURL
 // (redis://[user:password@]host:port/db, or rediss:// for TLS) and checks it
 // answers PING within ctx. The returned error wraps ErrUnavailable when the
 // server cannot be reached; it never contains the URL's password. The first
 // call routes go-redis's own log lines to slog at Debug (see SetRedisLogger).
-func NewRedis(ctx context.Context, rawURL string, opts ...RedisOption) (*Redis, error) {
+func NewRedis(ctx context.Context, rawURL string) (*Redis, error) {
 	o, err := redis.ParseURL(rawURL)
 	if err != nil {
 		var ue *url.Error
@@ -68,9 +57,6 @@ func NewRedis(ctx context.Context, rawURL string, opts ...RedisOption) (*Redis, 
 		// go-redis otherwise dials five times, 100ms apart, before failing a
 		// command; a cache must give up at once and let the caller go on.
 		o.DialerRetries = 1
-	}
-	for _, opt := range opts {
-		opt(o)
 	}
 	installRedisLogger()
 	c := redis.NewClient(o)

@@ -97,10 +97,6 @@ func (e *Error) Unwrap() error { return e.Err }
 
 func invalid(reason string) *Error { return &Error{Kind: KindInvalid, Reason: reason} }
 
-func invalidErr(reason string, err error) *Error {
-	return &Error{Kind: KindInvalid, Reason: reason, Err: err}
-}
-
 func unavailable(reason string, retryAfter time.Duration, err error) *Error {
 	return &Error{Kind: KindUnavailable, Reason: reason, RetryAfter: retryAfter, Err: err}
 }

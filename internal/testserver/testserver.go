@@ -54,11 +54,6 @@ func WithDatabase(dsn string) Option {
 	return func(c *config.Config, _ *server.Options) { c.Database = dsn }
 }
 
-// WithSigningKey uses the signing key file at path (to share it between instances).
-func WithSigningKey(path string) Option {
-	return func(c *config.Config, _ *server.Options) { c.SigningKeyFile = path }
-}
-
 // SharedWith makes a second instance use other's database and signing key,
 // as instances of one deployment do.
 func SharedWith(other *Env) Option {
